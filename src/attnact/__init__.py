@@ -1,0 +1,37 @@
+"""attnact: attentional activation functions for PyTorch.
+
+Implements ATAC (Dai et al., "Attention as Activation", ICPR 2020) and AReLU / ELSA (Chen et al.,
+"AReLU: Attention-based Rectified Linear Unit", 2020), the activations they are compared with,
+a registry and a converter that puts any of them into an existing model.
+"""
+
+from attnact.units import (
+    ATAC,
+    ELSA,
+    ActivationSpec,
+    AReLU,
+    ConversionReport,
+    SEActivation,
+    activation_spec,
+    convert_activations,
+    create_act_layer,
+    list_activations,
+    register_activation,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ATAC",
+    "ELSA",
+    "ActivationSpec",
+    "AReLU",
+    "ConversionReport",
+    "SEActivation",
+    "__version__",
+    "activation_spec",
+    "convert_activations",
+    "create_act_layer",
+    "list_activations",
+    "register_activation",
+]

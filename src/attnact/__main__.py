@@ -1,0 +1,5 @@
+import sys
+
+from attnact.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""Activation units. Importing this package registers every unit with the registry."""
+
+# Import order matters only in that ELSA variants are generated last, over everything registered.
+from attnact.units import classic, learnable, maxout, xunit  # noqa: F401  (registration)
+from attnact.units.arelu import ELSA, AReLU, elsa_gate, register_elsa_variants
+from attnact.units.atac import ATAC, SEActivation
+from attnact.units.convert import ConversionReport, ReplacedSite, convert_activations
+from attnact.units.registry import (
+    ActivationSpec,
+    activation_spec,
+    create_act_layer,
+    list_activations,
+    register_activation,
+)
+
+register_elsa_variants()
+
+__all__ = [
+    "ATAC",
+    "ELSA",
+    "ActivationSpec",
+    "AReLU",
+    "ConversionReport",
+    "ReplacedSite",
+    "SEActivation",
+    "activation_spec",
+    "convert_activations",
+    "create_act_layer",
+    "elsa_gate",
+    "list_activations",
+    "register_activation",
+]
