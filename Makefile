@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-all lint demo clean
+.PHONY: setup test test-all lint demo readme clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/attnact demo
+
+# Refresh the activation table in README.md from the registry (a test checks it is current).
+readme: $(STAMP)
+	$(PY) -m attnact.units.catalog README.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

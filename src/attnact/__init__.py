@@ -24,8 +24,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ATAC",
     "ELSA",
-    "ActivationSpec",
     "AReLU",
+    "ActivationSpec",
     "ConversionReport",
     "SEActivation",
     "__version__",

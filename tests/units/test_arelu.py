@@ -151,7 +151,8 @@ def test_elsa_relu_equals_arelu():
 def test_elsa_adds_gate_to_activation(name):
     """Sec. 4.6: F(x) = A(x) + L(x, α, β), with L of Eq. (5) using C(α) and σ(β)."""
     torch.manual_seed(0)
-    alpha, beta = 1.4, -0.4  # alpha outside [0.01, 0.99]: the paper clamps, the authors' code didn't
+    # alpha outside [0.01, 0.99]: the paper clamps it, the authors' published code did not
+    alpha, beta = 1.4, -0.4
     x = torch.randn(3, 4, 5, dtype=torch.float64)
     m = ELSA(name, alpha=alpha, beta=beta).double()
     base = create_act_layer(name).double()

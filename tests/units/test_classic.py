@@ -20,6 +20,10 @@ def _softplus(v: float) -> float:
     return math.log1p(math.exp(v))
 
 
+def _gelu_tanh(v: float) -> float:
+    return 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)))
+
+
 FORMULAS = {
     "relu": lambda v: max(0.0, v),
     "relu6": lambda v: min(max(0.0, v), 6.0),
@@ -28,7 +32,7 @@ FORMULAS = {
     "celu": lambda v: max(0.0, v) + min(0.0, math.exp(v) - 1.0),
     "selu": lambda v: SELU_LAMBDA * (v if v > 0 else SELU_ALPHA * (math.exp(v) - 1.0)),
     "gelu": lambda v: v * _phi(v),
-    "gelu_tanh": lambda v: 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3))),
+    "gelu_tanh": _gelu_tanh,
     "swish": lambda v: v / (1.0 + math.exp(-v)),
     "silu": lambda v: v / (1.0 + math.exp(-v)),
     "softplus": _softplus,

@@ -18,8 +18,8 @@ register_elsa_variants()
 __all__ = [
     "ATAC",
     "ELSA",
-    "ActivationSpec",
     "AReLU",
+    "ActivationSpec",
     "ConversionReport",
     "ReplacedSite",
     "SEActivation",

@@ -108,7 +108,7 @@ class ATAC(nn.Module):
     learnable=True,
     elementwise=False,
 )
-def SEActivation(  # noqa: N802  (a constructor, named like the class it builds)
+def SEActivation(
     channels: int, r: int | float = 2, use_relu: bool = True, inplace: bool = False
 ) -> ATAC:
     """SEActivation (ATAC paper, Fig. 3): ATAC with global average pooling before PWConv₁.

@@ -64,3 +64,23 @@ def activation_table_markdown() -> str:
         "base + 2 | Chen et al., arXiv 2020 (AReLU, Sec. 4.6) |"
     )
     return "\n".join(lines)
+
+
+START_MARK, END_MARK = "<!-- activation-table:start -->", "<!-- activation-table:end -->"
+
+
+def replace_table(text: str, table: str) -> str:
+    """``text`` with the part between the activation-table markers replaced by ``table``."""
+    head, sep, rest = text.partition(START_MARK)
+    _, sep2, tail = rest.partition(END_MARK)
+    if not sep or not sep2:
+        raise ValueError(f"the markers {START_MARK} and {END_MARK} are missing")
+    return f"{head}{START_MARK}\n{table}\n{END_MARK}{tail}"
+
+
+if __name__ == "__main__":  # `make readme`: refresh the README's activation table
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path.write_text(replace_table(path.read_text(), activation_table_markdown()))

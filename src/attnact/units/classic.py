@@ -34,7 +34,9 @@ register_activation(
     source="Xu, Wang, Chen & Li, arXiv 2015",
 )(nn.RReLU)
 register_activation(
-    "elu", formula="x if x > 0 else exp(x) - 1", source="Clevert, Unterthiner & Hochreiter, ICLR 2016"
+    "elu",
+    formula="x if x > 0 else exp(x) - 1",
+    source="Clevert, Unterthiner & Hochreiter, ICLR 2016",
 )(nn.ELU)
 register_activation(
     "celu", formula="max(0, x) + min(0, a (exp(x/a) - 1)), a = 1", source="Barron, arXiv 2017"

@@ -1,4 +1,4 @@
-"""Learnable activations the AReLU paper compares against (its Table 1): PReLU, APL, PAU, SLAF, Mixture.
+"""Learnable activations compared in the AReLU paper (Table 1): PReLU, APL, PAU, SLAF, Mixture.
 
 Each class follows its *original* paper, not the AReLU authors' re-implementations. With their
 default settings the parameter counts are those of the AReLU paper's Table 1:
@@ -79,8 +79,8 @@ def _per_channel(param: Tensor, x: Tensor, unit: str) -> Tensor:
 def _horner(coefficients: Tensor, x: Tensor) -> Tensor:
     """Σ_j c_j x^j with c ordered from degree 0 up, by Horner's scheme.
 
-    Horner needs one multiply-add per degree and never forms x^j, which overflows (and loses
-    precision) far sooner than the polynomial's value does.
+    Horner needs one fused multiply-add per degree and no tensor of powers x^j (half the
+    passes over memory of the power sum, and the numerically stable textbook evaluation).
     """
     result = coefficients[-1].expand_as(x)
     for c in coefficients.flip(0)[1:]:
@@ -220,7 +220,7 @@ _PAU_FIT_POINTS = 2001
 _PAU_FIT_REWEIGHTINGS = 10
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=16)
 def pau_init_coefficients(
     target: str = "leaky_relu", numerator_degree: int = 5, denominator_degree: int = 4
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -312,14 +312,17 @@ class PAU(nn.Module):
         return p / q
 
     def extra_repr(self) -> str:
-        return f"numerator_degree={self.numerator_degree}, denominator_degree={self.denominator_degree}"
+        return (
+            f"numerator_degree={self.numerator_degree}, "
+            f"denominator_degree={self.denominator_degree}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
 # SLAF
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=16)
 def slaf_relu_fit(k: int = 3) -> tuple[Fraction, ...]:
     """Exact least-squares fit of ReLU on [−1, 1] by ``Σ_{i<k} a_i x^i``: returns (a_0..a_{k-1}).
 
