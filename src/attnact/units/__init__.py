@@ -4,7 +4,7 @@
 from attnact.units import classic, learnable, maxout, xunit  # noqa: F401  (registration)
 from attnact.units.arelu import ELSA, AReLU, elsa_gate, register_elsa_variants
 from attnact.units.atac import ATAC, SEActivation
-from attnact.units.convert import ConversionReport, ReplacedSite, convert_activations
+from attnact.units.convert import ConversionReport, ReplacedSite, SkippedSite, convert_activations
 from attnact.units.registry import (
     ActivationSpec,
     activation_spec,
@@ -23,6 +23,7 @@ __all__ = [
     "ConversionReport",
     "ReplacedSite",
     "SEActivation",
+    "SkippedSite",
     "activation_spec",
     "convert_activations",
     "create_act_layer",

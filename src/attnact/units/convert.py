@@ -1,16 +1,955 @@
-"""Placeholder: being written."""
-from dataclasses import dataclass
+"""Rewrite any model's activations into attentional units (ATAC, AReLU, ... or any module).
+
+:func:`convert_activations` finds every *call site* of an activation (an ``nn.ReLU`` module, and
+the functional forms ``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``, ``x.relu_()`` ...) and puts a
+fresh unit at each one, built by :func:`~attnact.units.registry.create_act_layer` with that site's
+channel count. Replacing a *fraction* of the sites from the last one towards the first is the
+protocol of Fig. 6 of Dai et al., "Attention as Activation" (ICPR 2020), which shows the gain
+growing as the network becomes "fully attentional".
+
+How the result is built:
+
+* Call sites are discovered by ``torch.fx`` symbolic tracing with a tracer that treats attnact
+  units, the ``match`` classes and ``leaf_modules`` as opaque, so units already in the model (with
+  Python control flow inside) do not break tracing and their inner ReLUs are left alone. Site
+  order is the execution order of the traced graph.
+* If every replaced site is a module called once, the modules are swapped inside a deep copy of
+  the model: its class, module names and every other state_dict key stay as they were, and the
+  new unit's keys sit under the old activation's name (``layer1.0.relu.conv1.weight``).
+* Otherwise (one ``nn.ReLU`` object called at several widths, as in torchvision's Bottleneck, or
+  functional calls) the result is an ``fx.GraphModule`` whose graph calls one new submodule per
+  site. It keeps the whole module hierarchy of the copy, so other state_dict keys are unchanged.
+* If tracing fails, sites come from forward hooks run on ``example_input`` (execution order), or
+  from module registration order without one; then only modules called once can be replaced and
+  functional calls cannot be seen (the report's ``notes`` say so).
+
+Limits of the fx result: Python control flow in ``forward`` is fixed at trace time (an
+``if self.training:`` branch stays as traced), submodules' own ``forward`` methods are no longer
+used (call the GraphModule), and forward hooks on the root module are not carried over. An
+in-place activation (``x.relu_()``, ``ReLU(inplace=True)``) whose input is read again later is
+rewritten so later readers get the new unit's output; views of that input taken earlier are not.
+
+The input model is never modified: everything happens on a ``copy.deepcopy``, so an error leaves
+nothing half-converted and the original stays usable as the ReLU baseline. The report of what was
+done is attached to the returned model as ``model.conversion_report`` (a :class:`ConversionReport`).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import operator
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from attnact.units.registry import activation_spec, create_act_layer, list_activations
+
+__all__ = ["ConversionReport", "ReplacedSite", "SkippedSite", "convert_activations"]
+
+ORDERS = ("last_first", "first_first")
+REPORT_ATTR = "conversion_report"
+# torch.fx.graph_module._USER_PRESERVED_ATTRIBUTES_KEY (private, hence spelled out; an unknown
+# key in GraphModule.meta is harmless on torch versions that do not read it).
+_FX_PRESERVED_ATTRS = "_user_preserved_attributes"
 
 
-@dataclass
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class ReplacedSite:
-    pass
+    """One call site that now calls a new unit.
+
+    Attributes:
+        site: qualified name of the new unit in the converted model (its state_dict prefix).
+        channels: the site's channel count (dim 1 of its input), ``None`` if unknown.
+        params_added: number of parameters of the new unit (ATAC: 2C²/r + 2C/r + 2C).
+        index: position of the site in execution order among all matched call sites.
+        original: what was called there, e.g. ``"layer1.0.relu (ReLU), call 2 of 3"``.
+        unit: class name of the new unit.
+    """
+
+    site: str
+    channels: int | None
+    params_added: int
+    index: int
+    original: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class SkippedSite:
+    """A matched activation that was left as it was, and why."""
+
+    site: str
+    reason: str
+    index: int | None = None
 
 
 @dataclass
 class ConversionReport:
-    pass
+    """What :func:`convert_activations` did; attached to the result as ``.conversion_report``.
+
+    Attributes:
+        to: name of the new unit kind.
+        fraction, order: the selection that was asked for.
+        method: ``"module"`` (modules swapped, model class kept) or ``"fx"`` (a GraphModule).
+        replaced: the replaced call sites, in execution order.
+        skipped: matched sites or modules left alone, with the reason.
+        params_removed: parameters of original activation modules that left the model (0 for
+            ReLU; PReLU weights when converting PReLU).
+        notes: anything the user should know (tracing failed and a fallback was used, ...).
+    """
+
+    to: str
+    fraction: float
+    order: str
+    method: Literal["module", "fx"] = "module"
+    replaced: list[ReplacedSite] = field(default_factory=list)
+    skipped: list[SkippedSite] = field(default_factory=list)
+    params_removed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def params_added(self) -> int:
+        """Total parameters of the new units."""
+        return sum(s.params_added for s in self.replaced)
+
+    @property
+    def n_sites(self) -> int:
+        """Number of activation call sites found (replaced or not selected)."""
+        return len(self.replaced) + sum(1 for s in self.skipped if s.index is not None)
+
+    def to_markdown(self) -> str:
+        """The report as a markdown table of replaced sites, followed by the skipped ones."""
+        lines = [
+            f"Converted {len(self.replaced)} of {self.n_sites} activation sites to {self.to!r} "
+            f"(fraction={self.fraction}, order={self.order!r}, method={self.method!r}); "
+            f"+{self.params_added} parameters, -{self.params_removed}.",
+            "",
+            "| # | site | original | unit | channels | params added |",
+            "|---|------|----------|------|---------:|-------------:|",
+        ]
+        for s in self.replaced:
+            ch = "?" if s.channels is None else str(s.channels)
+            lines.append(
+                f"| {s.index} | `{s.site}` | {s.original} | {s.unit} | {ch} | {s.params_added} |"
+            )
+        if self.skipped:
+            lines += ["", "| # | skipped | reason |", "|---|---------|--------|"]
+            for k in self.skipped:
+                idx = "" if k.index is None else str(k.index)
+                lines.append(f"| {idx} | {k.site} | {k.reason} |")
+        lines += [f"\nNote: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
 
 
-def convert_activations(*args, **kwargs):
-    raise NotImplementedError
+# ---------------------------------------------------------------------------------------------
+# Matching: module classes and their functional equivalents
+# ---------------------------------------------------------------------------------------------
+
+
+def _fns(*names: str, ns: Any = F) -> set[Callable[..., Any]]:
+    # getattr with a default: some functions do not exist in every torch version.
+    return {f for f in (getattr(ns, n, None) for n in names) if f is not None}
+
+
+# Module class -> (functions, Tensor method names) that compute the same activation, so that
+# match=(nn.ReLU,) also finds F.relu(x), torch.relu(x), x.relu() and x.relu_().
+_FUNCTIONAL: dict[type[nn.Module], tuple[set[Callable[..., Any]], set[str]]] = {
+    nn.ReLU: (_fns("relu", "relu_") | _fns("relu", "relu_", ns=torch), {"relu", "relu_"}),
+    nn.ReLU6: (_fns("relu6"), set()),
+    nn.LeakyReLU: (_fns("leaky_relu", "leaky_relu_"), set()),
+    nn.GELU: (_fns("gelu"), set()),
+    nn.SiLU: (_fns("silu"), set()),
+    nn.Mish: (_fns("mish"), set()),
+    nn.Hardswish: (_fns("hardswish"), set()),
+    nn.ELU: (_fns("elu", "elu_"), set()),
+    nn.SELU: (_fns("selu", "selu_") | _fns("selu", "selu_", ns=torch), set()),
+    nn.CELU: (_fns("celu", "celu_") | _fns("celu", "celu_", ns=torch), set()),
+    nn.Softplus: (_fns("softplus"), set()),
+    nn.Sigmoid: (_fns("sigmoid") | _fns("sigmoid", ns=torch), {"sigmoid", "sigmoid_"}),
+    nn.Tanh: (_fns("tanh") | _fns("tanh", ns=torch), {"tanh", "tanh_"}),
+}
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    modules: tuple[type[nn.Module], ...]
+    functions: frozenset[Callable[..., Any]]
+    methods: frozenset[str]
+
+
+def _build_matcher(match: Any) -> _Matcher:
+    items = tuple(match) if isinstance(match, (tuple, list, set, frozenset)) else (match,)
+    if not items:
+        raise ValueError("match must name at least one activation class, e.g. (nn.ReLU,)")
+    modules: list[type[nn.Module]] = []
+    functions: set[Callable[..., Any]] = set()
+    methods: set[str] = set()
+    for item in items:
+        if isinstance(item, type) and issubclass(item, nn.Module):
+            modules.append(item)
+            fns, meths = _FUNCTIONAL.get(item, (set(), set()))
+            functions |= fns
+            methods |= meths
+        elif callable(item) and not isinstance(item, type):
+            functions.add(item)  # a function such as F.gelu: match its call_function nodes
+        else:
+            raise ValueError(
+                f"match must hold nn.Module classes or functions, got {item!r} "
+                f"(e.g. match=(nn.ReLU, nn.GELU) or match=(F.relu,))"
+            )
+    return _Matcher(tuple(modules), frozenset(functions), frozenset(methods))
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    label: str
+    needs_channels: bool
+
+
+def _describe_target(to: Any) -> _Target:
+    """Name and channel needs of ``to``, with the registry's error for unknown names."""
+    if isinstance(to, nn.Module):
+        raise ValueError(
+            f"to must be a registered name, an nn.Module class or a factory, not a module "
+            f"instance ({type(to).__name__}): one object at every site would share its parameters"
+        )
+    if isinstance(to, str):
+        spec = activation_spec(to)  # raises the registry's ValueError for unknown names
+    else:
+        spec = next(
+            (activation_spec(n) for n in list_activations() if activation_spec(n).factory is to),
+            None,
+        )
+    if spec is not None:
+        if spec.changes_channels:
+            raise ValueError(
+                f"to={spec.name!r} changes the channel count, so it cannot replace an activation "
+                f"in place (the next layer expects the same channels); pick a unit with "
+                f"changes_channels=False"
+            )
+        return _Target(spec.name, spec.needs_channels)
+    if isinstance(to, type):
+        if not issubclass(to, nn.Module):
+            raise ValueError(f"to must be a registered name, an nn.Module class or a factory, "
+                             f"got class {to.__name__}")
+        try:
+            needs = "channels" in inspect.signature(to).parameters
+        except (TypeError, ValueError):
+            needs = False
+        return _Target(to.__name__, needs)
+    if callable(to):
+        return _Target(getattr(to, "__name__", repr(to)), False)
+    raise ValueError(
+        f"to must be a registered name (see attnact.list_activations()), an nn.Module class or "
+        f"a factory, got {type(to).__name__}"
+    )
+
+
+def _check_fraction(fraction: Any) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+    if not 0.0 <= float(fraction) <= 1.0:  # also rejects NaN
+        raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
+    return float(fraction)
+
+
+def _as_args(example_input: Any) -> tuple[Any, ...] | None:
+    if example_input is None:
+        return None
+    if isinstance(example_input, torch.Tensor):
+        return (example_input,)
+    if isinstance(example_input, tuple):
+        return example_input
+    raise ValueError(
+        f"example_input must be a tensor, a tuple of forward() arguments or None, "
+        f"got {type(example_input).__name__}"
+    )
+
+
+def _shape_str(args: tuple[Any, ...]) -> str:
+    return ", ".join(
+        str(tuple(a.shape)) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Site discovery
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Site:
+    index: int
+    kind: Literal["module", "function", "method"]
+    original: str
+    node: fx.Node | None = None  # None when sites come from hooks or registration order
+    path: str = ""  # module sites: the module's qualified name
+    call: int = 0  # module sites: which call of that module (0-based)
+    n_calls: int = 1
+    owner: str = ""  # functional sites: qualified name of the module whose forward calls it
+    fname: str = ""
+    inplace: bool = False
+    channels: int | None = None
+    name: str = ""  # where the new unit goes
+
+
+def _is_attnact_unit(m: nn.Module) -> bool:
+    return type(m).__module__.startswith("attnact.units.")
+
+
+def _is_opaque(m: nn.Module, matcher: _Matcher, leaf_modules: tuple[type, ...]) -> bool:
+    return isinstance(m, matcher.modules) or _is_attnact_unit(m) or isinstance(m, leaf_modules)
+
+
+class _SiteTracer(fx.Tracer):
+    """Symbolic tracer that does not trace into activation units, matched or leaf modules.
+
+    attnact units are opaque because some have Python control flow on shapes, and their inner
+    ReLUs (ATAC has one) belong to the unit, not to the host network.
+    """
+
+    # Defaults because unpickling a GraphModule re-traces with a no-argument subclass of the
+    # tracer class that built it.
+    def __init__(
+        self, matcher: _Matcher | None = None, leaf_modules: tuple[type, ...] = ()
+    ) -> None:
+        super().__init__()
+        self._matcher = matcher or _Matcher((), frozenset(), frozenset())
+        self._leaf_modules = leaf_modules
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if _is_opaque(m, self._matcher, self._leaf_modules):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def _module_candidates(
+    root: nn.Module, matcher: _Matcher, leaf_modules: tuple[type, ...]
+) -> tuple[dict[str, nn.Module], list[SkippedSite]]:
+    """Matched modules in registration order, and matched modules hidden inside opaque ones."""
+    found: dict[str, nn.Module] = {}
+    hidden: list[SkippedSite] = []
+    seen: set[int] = set()
+
+    def walk(module: nn.Module, prefix: str, inside: str | None) -> None:
+        for name, child in module.named_children():
+            if id(child) in seen:  # shared module: first name wins, as in named_modules()
+                continue
+            seen.add(id(child))
+            path = f"{prefix}.{name}" if prefix else name
+            if isinstance(child, matcher.modules):
+                if inside is None:
+                    found[path] = child
+                else:
+                    hidden.append(SkippedSite(path, f"inside {inside}, which is treated as a leaf"))
+                continue
+            opaque = _is_opaque(child, matcher, leaf_modules)
+            walk(child, path, inside or (f"{type(child).__name__} {path!r}" if opaque else None))
+
+    walk(root, "", None)
+    return found, hidden
+
+
+def _function_label(fn: Any) -> str:
+    name = getattr(fn, "__name__", repr(fn))
+    if getattr(F, name, None) is fn:
+        return f"F.{name}"
+    if getattr(torch, name, None) is fn:
+        return f"torch.{name}"
+    return getattr(fn, "__qualname__", name)
+
+
+def _site_input(node: fx.Node) -> Any:
+    if node.args:
+        return node.args[0]
+    return node.kwargs.get("input", node.kwargs.get("self"))
+
+
+def _is_inplace_call(node: fx.Node) -> bool:
+    """Does this functional/method call modify its input in place?"""
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    if name.endswith("_"):
+        return True
+    if node.kwargs.get("inplace") is True:
+        return True
+    try:  # positional inplace, e.g. F.relu(x, True)
+        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
+        return bound.arguments.get("inplace") is True
+    except (TypeError, ValueError):
+        return False
+
+
+def _owner(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    return list(stack.values())[-1][0]
+
+
+def _sites_from_graph(gm: fx.GraphModule, matcher: _Matcher) -> tuple[list[_Site], list[str]]:
+    """Matched call sites in execution order, and notes about matched nodes that were ignored."""
+    sites: list[_Site] = []
+    notes: list[str] = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            if not isinstance(module, matcher.modules):
+                continue
+            site = _Site(
+                index=0, kind="module", original="", node=node, path=node.target,
+                inplace=bool(getattr(module, "inplace", False)),
+            )
+        elif node.op == "call_function" and node.target in matcher.functions:
+            site = _Site(
+                index=0, kind="function", original=_function_label(node.target), node=node,
+                owner=_owner(node), fname=node.target.__name__.rstrip("_"),
+                inplace=_is_inplace_call(node),
+            )
+        elif node.op == "call_method" and node.target in matcher.methods:
+            site = _Site(
+                index=0, kind="method", original=f"Tensor.{node.target}", node=node,
+                owner=_owner(node), fname=node.target.rstrip("_"), inplace=_is_inplace_call(node),
+            )
+        else:
+            continue
+        if not isinstance(_site_input(node), fx.Node):
+            notes.append(f"{node.format_node()}: input is not a tensor of the graph, left alone")
+            continue
+        site.index = len(sites)
+        sites.append(site)
+    _number_module_calls(sites, {s.path: type(gm.get_submodule(s.path)).__name__
+                                 for s in sites if s.kind == "module"})
+    for s in sites:
+        if s.kind != "module":
+            where = f" in {s.owner}" if s.owner else ""
+            s.original = f"{s.original}{where}"
+    return sites, notes
+
+
+def _number_module_calls(sites: list[_Site], class_names: dict[str, str]) -> None:
+    counts: dict[str, int] = {}
+    for s in sites:
+        if s.kind == "module":
+            s.call = counts.get(s.path, 0)
+            counts[s.path] = s.call + 1
+    for s in sites:
+        if s.kind == "module":
+            s.n_calls = counts[s.path]
+            s.original = f"{s.path} ({class_names[s.path]})"
+            if s.n_calls > 1:
+                s.original += f", call {s.call + 1} of {s.n_calls}"
+
+
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no grad: probing shapes must not update BatchNorm running statistics."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _channels_of(shape: Any) -> int | None:
+    return int(shape[1]) if shape is not None and len(shape) >= 2 else None
+
+
+def _propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...], sites: list[_Site]) -> None:
+    with _evaluating(gm):
+        try:
+            ShapeProp(gm).propagate(*args)
+        except Exception as exc:  # any error raised by user code: report it as a bad input
+            raise ValueError(
+                f"example_input of shape {_shape_str(args)} does not fit the model: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    for s in sites:
+        meta = s.node.meta.get("tensor_meta") if s.node is not None else None
+        s.channels = _channels_of(getattr(meta, "shape", None))
+
+
+def _sites_from_hooks(
+    model: nn.Module, candidates: dict[str, nn.Module], args: tuple[Any, ...]
+) -> list[_Site]:
+    """Call sites of matched modules in execution order, found by running ``example_input``."""
+    calls: list[tuple[str, Any]] = []
+    handles = [
+        m.register_forward_hook(
+            lambda _m, _i, out, path=path: calls.append((path, getattr(out, "shape", None)))
+        )
+        for path, m in candidates.items()
+    ]
+    try:
+        with _evaluating(model):
+            model(*args)
+    except Exception as exc:  # user code: report it as a bad input
+        raise ValueError(
+            f"example_input of shape {_shape_str(args)} does not fit the model: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        for h in handles:
+            h.remove()
+    sites = [
+        _Site(index=i, kind="module", original="", path=path, channels=_channels_of(shape),
+              inplace=bool(getattr(candidates[path], "inplace", False)))
+        for i, (path, shape) in enumerate(calls)
+    ]
+    _number_module_calls(sites, {p: type(m).__name__ for p, m in candidates.items()})
+    return sites
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel inference without example_input
+# ---------------------------------------------------------------------------------------------
+
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+# Modules and calls whose output has the channel count of their (first) input.
+_SAME_CHANNEL_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Identity,
+    nn.modules.dropout._DropoutNd,
+    nn.AlphaDropout,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    *_FUNCTIONAL,
+    nn.PReLU,
+    nn.Hardsigmoid,
+)
+_SAME_CHANNEL_FUNCTIONS = {
+    f for fns, _ in _FUNCTIONAL.values() for f in fns
+} | _fns("dropout", "dropout2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d")
+_SAME_CHANNEL_METHODS = {m for _, ms in _FUNCTIONAL.values() for m in ms} | {"contiguous", "clone"}
+# Element-wise binary ops: the result's channel count is that of the operands (broadcasting
+# allows 1 on one side).
+_BINARY_FUNCTIONS = {
+    operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
+    torch.add, torch.sub, torch.mul,
+}
+_BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_"}
+
+
+def _infer_channels(gm: fx.GraphModule, node: Any, depth: int = 0) -> int | None:
+    """Channel count of ``node``'s output read off the module that produced it, or None.
+
+    Only unambiguous cases: a Conv/BatchNorm/InstanceNorm/GroupNorm/Linear, reached through
+    channel-preserving ops, or element-wise sums whose operands all resolve and agree.
+    """
+    if not isinstance(node, fx.Node) or depth > 200:
+        return None
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return m.out_channels
+        if isinstance(m, _NORM_TYPES):
+            return m.num_features
+        if isinstance(m, nn.GroupNorm):
+            return m.num_channels
+        if isinstance(m, nn.Linear):
+            return m.out_features
+        if isinstance(m, _SAME_CHANNEL_MODULES) or _is_attnact_unit(m):
+            # attnact units preserve channels, except Maxout which the caller refuses as `to`
+            # but may meet in the host network: its class name tells.
+            if "maxout" in type(m).__name__.lower():
+                return None
+            return _infer_channels(gm, _site_input(node), depth + 1)
+        return None
+    if node.op in ("call_function", "call_method"):
+        same = (
+            node.target in _SAME_CHANNEL_FUNCTIONS
+            if node.op == "call_function"
+            else node.target in _SAME_CHANNEL_METHODS
+        )
+        if same:
+            return _infer_channels(gm, _site_input(node), depth + 1)
+        binary = (
+            node.target in _BINARY_FUNCTIONS
+            if node.op == "call_function"
+            else node.target in _BINARY_METHODS
+        )
+        if binary:
+            operands = [a for a in node.args if isinstance(a, fx.Node)]
+            counts = [_infer_channels(gm, a, depth + 1) for a in operands]
+            if not counts or any(c is None for c in counts):
+                return None
+            wide = {c for c in counts if c != 1}
+            if len(wide) > 1:
+                return None
+            return wide.pop() if wide else 1
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the result
+# ---------------------------------------------------------------------------------------------
+
+
+def _full_graph_module(work: nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    """A GraphModule that keeps *all* of ``work``'s submodules, parameters and buffers.
+
+    fx.GraphModule copies only what the graph references; unused modules and parameters would
+    vanish and state_dict keys would change. Re-attaching the original children keeps the same
+    keys (and lets pretrained weights load) whatever the graph uses.
+    """
+    gm = fx.GraphModule(work, graph, class_name=type(work).__name__)
+    persistent = set(work.state_dict().keys())
+    for name, child in work.named_children():
+        gm.add_module(name, child)
+    for name, p in work.named_parameters(recurse=False):
+        gm.register_parameter(name, p)
+    for name, b in work.named_buffers(recurse=False):
+        gm.register_buffer(name, b, persistent=name in persistent)
+    return gm
+
+
+def _has_attr_path(root: nn.Module, path: str) -> bool:
+    obj: Any = root
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
+
+
+def _assign_names(root: nn.Module, sites: list[_Site]) -> None:
+    """Give every site (selected or not) a unique home, so names do not depend on ``fraction``."""
+    taken: set[str] = set()
+
+    def unique(base: str) -> str:
+        name, k = base, 0
+        while name in taken or _has_attr_path(root, name):
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+
+    per_owner: dict[tuple[str, str], int] = {}
+    for s in sites:
+        if s.kind == "module" and s.n_calls == 1:
+            s.name = s.path  # the new unit takes the old module's place
+            taken.add(s.name)
+        elif s.kind == "module":
+            s.name = unique(f"{s.path}_{s.call}")
+        else:
+            k = per_owner.get((s.owner, s.fname), 0)
+            per_owner[(s.owner, s.fname)] = k + 1
+            leaf = f"{s.fname}_fn" if k == 0 else f"{s.fname}_fn_{k}"
+            s.name = unique(f"{s.owner}.{leaf}" if s.owner else leaf)
+
+
+def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, leaf = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    parent.add_module(leaf, module)
+
+
+def _alias_paths(root: nn.Module, module: nn.Module) -> list[str]:
+    return [p for p, m in root.named_modules(remove_duplicate=False) if m is module and p]
+
+
+def _n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _placement(model: nn.Module) -> dict[str, Any]:
+    """Device and dtype for new units: those of the model's floating-point tensors, if uniform."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    devices = {t.device for t in tensors}
+    dtypes = {t.dtype for t in tensors}
+    out: dict[str, Any] = {}
+    if len(devices) == 1:
+        out["device"] = devices.pop()
+    if len(dtypes) == 1:
+        out["dtype"] = dtypes.pop()
+    return out
+
+
+def _reads_input_later(site: _Site) -> bool:
+    """An in-place site whose input tensor is read again after it (``x.relu_(); return x``)."""
+    node = site.node
+    if node is None or not site.inplace:
+        return False
+    inp = _site_input(node)
+    order = {n: i for i, n in enumerate(node.graph.nodes)}
+    return any(u is not node and order[u] > order[node] for u in inp.users)
+
+
+def _rewrite_graph(gm: fx.GraphModule, site: _Site, unit: nn.Module) -> None:
+    node = site.node
+    assert node is not None
+    graph = gm.graph
+    inp = _site_input(node)
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    later_readers = [u for u in inp.users if u is not node and order[u] > order[node]]
+    if site.kind == "module":
+        if site.n_calls == 1:
+            for alias in _alias_paths(gm, gm.get_submodule(site.path)):
+                _set_module(gm, alias, unit)
+        else:
+            gm.add_submodule(site.name, unit)
+            node.target = site.name
+        new = node
+    else:
+        gm.add_submodule(site.name, unit)
+        with graph.inserting_before(node):
+            new = graph.call_module(site.name, (inp,))
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+    if site.inplace:
+        # The old call changed its input in place, so later readers of that tensor saw the
+        # activated values; make them read the new unit's output instead.
+        for user in later_readers:
+            user.replace_input_with(inp, new)
+
+
+def _verify(model: nn.Module, args: tuple[Any, ...], units: dict[str, nn.Module]) -> None:
+    """Run the converted model once; every new unit must keep its input's shape."""
+    bad: list[str] = []
+
+    def check(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
+            shape_in = getattr(inputs[0], "shape", None) if inputs else None
+            if shape_in != getattr(out, "shape", None):
+                bad.append(f"{name}: {tuple(shape_in or ())} -> {tuple(getattr(out, 'shape', ()))}")
+        return hook
+
+    handles = [u.register_forward_hook(check(n)) for n, u in units.items()]
+    try:
+        with _evaluating(model):
+            model(*args)
+    except Exception as exc:  # user code and new units: report which conversion broke
+        raise ValueError(
+            f"the converted model fails on example_input of shape {_shape_str(args)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        for h in handles:
+            h.remove()
+    if bad:
+        raise ValueError(f"new units change the shape of their input: {'; '.join(bad)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def convert_activations(
+    model: nn.Module,
+    to: str | type[nn.Module] | Callable[..., nn.Module],
+    *,
+    fraction: float = 1.0,
+    order: str = "last_first",
+    example_input: torch.Tensor | tuple[Any, ...] | None = None,
+    match: tuple[type[nn.Module] | Callable[..., Any], ...] = (nn.ReLU,),
+    leaf_modules: tuple[type[nn.Module], ...] = (),
+    **unit_kwargs: Any,
+) -> nn.Module:
+    """Return a copy of ``model`` whose activation call sites call new units of kind ``to``.
+
+    Each call site gets its own fresh unit, ``create_act_layer(to, channels=C, **unit_kwargs)``
+    with C = dim 1 of that site's input. ``model`` is never modified. The report is attached as
+    ``result.conversion_report`` (:class:`ConversionReport`).
+
+    Args:
+        model: any ``nn.Module``.
+        to: registered name (``"atac"``, ``"arelu"``), an ``nn.Module`` class or a factory.
+            Units that change the channel count (``"maxout"``) are refused.
+        fraction: share of the call sites to replace, in [0, 1]; round(fraction × n) sites,
+            halves rounding up.
+        order: ``"last_first"`` replaces from the last site in execution order towards the first
+            (the protocol of Fig. 6 of the ATAC paper); ``"first_first"`` from the first.
+        example_input: a tensor, or a tuple of ``forward`` arguments. Gives each site's channel
+            count by shape propagation and is used to check the converted model runs. Without
+            it, channels (needed only by units such as ATAC and xUnit) are read off the
+            Conv/BatchNorm/Linear feeding the site, when that is unambiguous.
+        match: activation module classes to replace; their functional forms are matched too
+            (``nn.ReLU`` also finds ``F.relu``, ``torch.relu``, ``x.relu()``, ``x.relu_()``).
+            Plain functions (``F.gelu``) match only calls of that function.
+        leaf_modules: extra module classes fx should not trace into (for submodules with
+            data-dependent control flow); activations inside them are left alone.
+        **unit_kwargs: forwarded to each new unit's constructor (``r=4``, ``alpha=0.5``).
+
+    Returns:
+        The model's own class when every replaced site is a module called once; otherwise an
+        ``fx.GraphModule`` with the same module hierarchy plus one new submodule per site.
+
+    Raises:
+        ValueError: bad ``fraction``/``order``/``match``/``to``, an ``example_input`` that does
+            not fit, channel counts that cannot be inferred, or a model fx cannot trace when a
+            graph rewrite is needed.
+    """
+    fraction = _check_fraction(fraction)
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
+    target = _describe_target(to)
+    matcher = _build_matcher(match)
+    leaf_modules = tuple(leaf_modules)
+    if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in leaf_modules):
+        raise ValueError(f"leaf_modules must be a tuple of nn.Module classes, got {leaf_modules!r}")
+    args = _as_args(example_input)
+
+    work = copy.deepcopy(model)  # the user's model is never touched, even if we fail half-way
+    report = ConversionReport(to=target.label, fraction=fraction, order=order)
+    candidates, hidden = _module_candidates(work, matcher, leaf_modules)
+
+    gm: fx.GraphModule | None = None
+    trace_error: Exception | None = None
+    try:
+        graph = _SiteTracer(matcher, leaf_modules).trace(work)
+        gm = _full_graph_module(work, graph)
+    except Exception as exc:  # fx raises many types on untraceable user code; we fall back
+        trace_error = exc
+
+    if gm is not None:
+        sites, notes = _sites_from_graph(gm, matcher)
+        report.notes += notes
+        if args is not None:
+            _propagate_shapes(gm, args, sites)
+        else:
+            for s in sites:
+                s.channels = _infer_channels(gm, _site_input(s.node))
+    else:
+        why = f"fx could not trace the model ({type(trace_error).__name__}: {trace_error})"
+        if args is not None:
+            sites = _sites_from_hooks(work, candidates, args)
+            report.notes.append(f"{why}; call sites found with forward hooks on example_input, "
+                                "functional calls (F.relu, x.relu()) were not searched")
+        else:
+            sites = [
+                _Site(index=i, kind="module", original=f"{p} ({type(m).__name__})", path=p,
+                      inplace=bool(getattr(m, "inplace", False)))
+                for i, (p, m) in enumerate(candidates.items())
+            ]
+            msg = (f"{why}; sites taken in module registration order, assuming each module is "
+                   "called once; functional calls were not searched. Pass example_input to check.")
+            report.notes.append(msg)
+            warnings.warn(msg, stacklevel=2)
+
+    called = {s.path for s in sites if s.kind == "module"}
+    if gm is not None or args is not None:
+        report.skipped += [SkippedSite(p, "never called in forward")
+                           for p in candidates if p not in called]
+    report.skipped += [h for h in hidden if h.site not in called]
+
+    # Which sites: round(fraction * n), halves up, from the end (ATAC paper, Fig. 6) or start.
+    n = len(sites)
+    k = min(n, math.floor(fraction * n + 0.5))
+    chosen = sites[n - k:] if order == "last_first" else sites[:k]
+    chosen_ids = {s.index for s in chosen}
+    for s in sites:
+        if s.index not in chosen_ids:
+            report.skipped.append(SkippedSite(
+                s.original, f"not selected: fraction={fraction}, order={order!r} "
+                f"replaces {k} of {n} sites", s.index))
+    report.skipped.sort(key=lambda s: (s.index is None, s.index or 0))
+
+    if target.needs_channels:
+        missing = [s for s in chosen if s.channels is None]
+        if missing:
+            where = ", ".join(s.original for s in missing)
+            hint = ("pass example_input=... so shapes can be propagated" if args is None
+                    else "the unit needs inputs with a channel dimension (dim 1)")
+            raise ValueError(
+                f"to={target.label!r} needs the channel count of each site, which could not be "
+                f"determined for: {where}; {hint}"
+            )
+
+    use_fx = any(
+        s.kind != "module" or s.n_calls > 1 or _reads_input_later(s) for s in chosen
+    )
+    if use_fx and gm is None:
+        multi = sorted({s.original for s in chosen if s.n_calls > 1})
+        raise ValueError(
+            f"module(s) {', '.join(multi)} are called more than once, so each call needs its "
+            f"own unit, which needs an fx graph; but fx could not trace the model "
+            f"({type(trace_error).__name__}: {trace_error}). Pass the classes of the submodules "
+            f"with data-dependent control flow as leaf_modules=(...), or replace fewer sites."
+        )
+    if gm is not None:
+        _assign_names(gm if use_fx else work, sites)
+    else:
+        for s in sites:
+            s.name = s.path
+
+    placement = _placement(work)
+    units: dict[str, nn.Module] = {}
+    removed: dict[int, nn.Module] = {}
+    result: nn.Module = gm if use_fx and gm is not None else work
+    for s in chosen:
+        try:
+            unit = create_act_layer(to, channels=s.channels, **unit_kwargs)
+        except (TypeError, ValueError) as exc:  # not a retry: re-raised with the failing site
+            raise ValueError(
+                f"building {target.label!r} for site {s.original} (channels={s.channels}) "
+                f"failed: {exc}"
+            ) from exc
+        unit = unit.to(**placement)
+        units[s.name] = unit
+        if s.kind == "module" and s.n_calls == 1:
+            old = result.get_submodule(s.path)
+            removed[id(old)] = old
+        if use_fx:
+            _rewrite_graph(result, s, unit)  # type: ignore[arg-type]
+        else:
+            old = work.get_submodule(s.path)
+            for alias in _alias_paths(work, old):
+                _set_module(work, alias, unit)
+        report.replaced.append(ReplacedSite(
+            site=s.name, channels=s.channels, params_added=_n_params(unit), index=s.index,
+            original=s.original, unit=type(unit).__name__))
+
+    if use_fx:
+        assert isinstance(result, fx.GraphModule)
+        # A module called at several sites, all of them replaced, is now dead weight: drop it
+        # (its parameters would get no gradient, which e.g. DDP rejects).
+        still_called = {nd.target for nd in result.graph.nodes if nd.op == "call_module"}
+        for path in sorted({s.path for s in chosen if s.kind == "module" and s.n_calls > 1}):
+            if path not in still_called and _has_attr_path(result, path):
+                old = result.get_submodule(path)
+                removed[id(old)] = old
+                for alias in _alias_paths(result, old):
+                    result.delete_submodule(alias)
+        for nd in result.graph.nodes:
+            # `from __future__ import annotations` makes forward()'s annotations strings, which
+            # fx turns into string globals that GraphModule pickling (torch.save) chokes on.
+            if isinstance(nd.type, str):
+                nd.type = None
+        result.graph.lint()
+        result.recompile()
+        report.method = "fx"
+    report.params_removed = sum(_n_params(m) for m in removed.values())
+
+    if args is not None and chosen:
+        _verify(result, args, units)
+    setattr(result, REPORT_ATTR, report)  # a plain attribute: documented home of the report
+    if isinstance(result, fx.GraphModule):
+        # GraphModule.__deepcopy__ rebuilds the module and keeps only attributes listed here.
+        result.meta.setdefault(_FX_PRESERVED_ATTRS, {})[REPORT_ATTR] = report
+    return result
