@@ -1,0 +1,1 @@
+"""Reports: statistics over seeds, tables (markdown, CSV, LaTeX) and figures."""

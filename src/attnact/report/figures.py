@@ -1,0 +1,66 @@
+"""Figures as PNG (matplotlib, headless Agg backend)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from attnact.fileio import atomic_write_bytes
+
+__all__ = ["plot_curves"]
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    xlabel: str = "epoch",
+    ylabel: str = "test accuracy (%)",
+    scale: float = 100.0,
+    x_start: int = 1,
+) -> Path:
+    """One line per label: the mean over runs, with a band of ± one standard deviation.
+
+    Args:
+        curves: label → list of runs, each a sequence of values per epoch. Runs of unequal
+            length are cut to the shortest, so a band never mixes different numbers of runs.
+        path: where the PNG goes (written atomically).
+        scale: multiply values (100 turns accuracies into percentages).
+        x_start: the x value of a run's first point (epochs count from 1).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on CI machines
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    try:
+        for label, runs in curves.items():
+            runs = [list(r) for r in runs if len(r) > 0]
+            if not runs:
+                continue
+            length = min(len(r) for r in runs)
+            values = np.asarray([r[:length] for r in runs], dtype=float) * scale
+            x = np.arange(x_start, x_start + length)
+            mean = values.mean(axis=0)
+            (line,) = ax.plot(x, mean, marker="o" if length < 15 else None, ms=3, label=label)
+            if len(runs) > 1:
+                std = values.std(axis=0, ddof=1)
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,78 @@
+"""Statistics over seeds: mean, sample standard deviation, Student-t confidence intervals, and
+paired differences against a baseline.
+
+Papers in this field report single runs. We report the spread: with n seeds, the 95% interval is
+mean ± t_{0.975, n−1} · s / √n, and a comparison against a baseline trained on the same seeds is
+the mean of the per-seed differences with its own interval (paired, so the seed-to-seed variation
+both runs share cancels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats as _scipy_stats
+
+__all__ = ["Summary", "paired_difference", "summarize"]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, spread and confidence interval of a sample (NaN where n is too small)."""
+
+    n: int
+    mean: float
+    std: float  # sample standard deviation (n − 1 in the denominator)
+    ci_low: float
+    ci_high: float
+    confidence: float = 0.95
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+    def format(self, scale: float = 1.0, digits: int = 2) -> str:
+        """``mean ± std`` scaled (e.g. 100 for percentages); just the mean when n = 1."""
+        if self.n == 0:
+            return "–"
+        if self.n == 1 or math.isnan(self.std):
+            return f"{self.mean * scale:.{digits}f}"
+        return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f}"
+
+    def format_ci(self, scale: float = 1.0, digits: int = 2) -> str:
+        if self.n < 2:
+            return "–"
+        return f"[{self.ci_low * scale:.{digits}f}, {self.ci_high * scale:.{digits}f}]"
+
+
+def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
+    """Summary of ``values`` with a two-sided Student-t interval at ``confidence``."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    xs = [float(v) for v in values]
+    n = len(xs)
+    if n == 0:
+        nan = float("nan")
+        return Summary(0, nan, nan, nan, nan, confidence)
+    mean = math.fsum(xs) / n
+    if n == 1:
+        nan = float("nan")
+        return Summary(1, mean, nan, nan, nan, confidence)
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    t = float(_scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1))
+    half = t * std / math.sqrt(n)
+    return Summary(n, mean, std, mean - half, mean + half, confidence)
+
+
+def paired_difference(
+    values: Sequence[float], baseline: Sequence[float], confidence: float = 0.95
+) -> Summary:
+    """Summary of ``values[i] − baseline[i]``: the paired comparison over shared seeds."""
+    if len(values) != len(baseline):
+        raise ValueError(
+            f"paired comparison needs one baseline value per seed: got {len(values)} values "
+            f"and {len(baseline)} baseline values"
+        )
+    return summarize([a - b for a, b in zip(values, baseline, strict=True)], confidence)
