@@ -5,6 +5,7 @@ Implements ATAC (Dai et al., "Attention as Activation", ICPR 2020) and AReLU / E
 a registry and a converter that puts any of them into an existing model.
 """
 
+from attnact.models import create_model, list_models, model_spec
 from attnact.units import (
     ATAC,
     ELSA,
@@ -36,6 +37,9 @@ __all__ = [
     "activation_spec",
     "convert_activations",
     "create_act_layer",
+    "create_model",
     "list_activations",
+    "list_models",
+    "model_spec",
     "register_activation",
 ]
