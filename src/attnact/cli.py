@@ -1,18 +1,26 @@
-"""The ``attnact`` command line (also ``python -m attnact``)."""
+"""The ``attnact`` command line (also ``python -m attnact``, so ``torchrun -m attnact train``).
+
+Subcommands: ``compare`` (the main job; with no arguments, the embedded demo), ``train``,
+``info``, ``list``, ``data``. Each subcommand's parser lives beside the code it drives; this
+module only assembles them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
+DEFAULT_COMPARE_OUT = "runs/compare-demo"
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from attnact.units.catalog import activation_rows, activation_table_markdown
-
     if args.what == "activations":
+        from attnact.units.catalog import activation_rows, activation_table_markdown
+
         if args.markdown:
             print(activation_table_markdown())
             return 0
@@ -20,47 +28,120 @@ def _cmd_list(args: argparse.Namespace) -> int:
             kind = "learnable" if row.learnable else "fixed"
             print(f"{row.name:<22} {kind:<9} {row.params:>7} params  {row.formula}")
         return 0
-    raise AssertionError(args.what)  # argparse restricts the choices
+    if args.what == "models":
+        from attnact.models import list_models, model_spec
+
+        for name in list_models():
+            spec = model_spec(name)
+            size = "x".join(map(str, spec.input_size))
+            print(f"{name:<16} input {size:<10} {spec.num_classes:>5} classes  {spec.description}")
+        return 0
+    from attnact.data import datasets_rows
+
+    for row in datasets_rows(getattr(args, "data_dir", None)):
+        where = row.location if row.found else "not found"
+        print(f"{row.name:<14} {row.description}  [{where}]")
+    return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """Until the host networks land (#3): show the units and one forward/backward each."""
-    import torch
+def _cmd_info(args: argparse.Namespace) -> int:
+    from attnact.models import info_report
 
-    from attnact import create_act_layer, list_activations
+    print(
+        info_report(
+            args.model, args.act, input_size=args.input_size, num_classes=args.num_classes
+        )
+    )
+    return 0
 
-    torch.manual_seed(0)
-    x = torch.randn(8, 16, 12, 12, requires_grad=True)
-    print(f"{'unit':<22} {'params':>7}  output mean   grad mean")
-    for name in list_activations(include_elsa=False):
-        unit = create_act_layer(name, channels=16)
-        y = unit(x)
-        (grad,) = torch.autograd.grad(y.square().mean(), x)
-        n = sum(p.numel() for p in unit.parameters())
-        print(f"{name:<22} {n:>7}  {y.mean().item():+.4f}     {grad.mean().item():+.2e}")
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from attnact.experiments.compare import compare
+    from attnact.train.config import TrainConfig
+
+    config = TrainConfig.preset(args.preset)
+    flags = {
+        "epochs": args.epochs, "model": args.model, "dataset": args.dataset,
+        "data_dir": args.data_dir, "limit_train": args.limit_train, "lr": args.lr,
+    }
+    config = config.replace(**{k: v for k, v in flags.items() if v is not None})
+    config = config.with_overrides(args.overrides).replace(progress=not args.quiet)
+    acts = [a.strip() for a in args.acts.split(",") if a.strip()]
+    report = compare(acts, config, Path(args.out), seeds=args.seeds, baseline=args.baseline)
+    print()
+    print((Path(args.out) / "table.md").read_text())
+    for name, path in report.files.items():
+        print(f"{name:<11} {path}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from attnact.data import add_data_subparser
+    from attnact.experiments.compare import DEMO_ACTIVATIONS
+    from attnact.train.cli import add_train_subparser
+    from attnact.train.config import list_presets
+
     parser = argparse.ArgumentParser(
         prog="attnact", description="Attentional activation functions: ATAC, AReLU, ELSA."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_list = sub.add_parser("list", help="list what exists")
-    p_list.add_argument("what", choices=["activations"], help="what to list")
-    p_list.add_argument("--markdown", action="store_true", help="a markdown table")
-    p_list.add_argument("--elsa", action="store_true", help="include the elsa_* variants")
-    p_list.set_defaults(func=_cmd_list)
+    p = sub.add_parser(
+        "compare",
+        help="train several activations under identical conditions and report them",
+        description=(
+            "Train each activation for several seeds under identical conditions (same data "
+            "order and seed per seed index) and write a table (mean ± std, 95%% CI, paired "
+            "difference to the baseline, time per epoch), a CSV of every run and a figure. "
+            "With no arguments: the embedded demo, mnist_conv on Fashion-MNIST. Re-running "
+            "the same command skips finished runs and resumes unfinished ones."
+        ),
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--acts", default=",".join(DEMO_ACTIVATIONS), help="comma-separated names")
+    p.add_argument("--seeds", type=int, default=2, help="runs per activation (default 2)")
+    p.add_argument("--preset", default="demo", choices=list_presets(), help="base recipe")
+    p.add_argument("--baseline", default="relu", help="activation the others are compared to")
+    p.add_argument("--out", default=DEFAULT_COMPARE_OUT, help="output directory")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--model")
+    p.add_argument("--dataset")
+    p.add_argument("--data-dir")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--limit-train", type=int, help="train on the first N samples only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_compare)
 
-    p_demo = sub.add_parser("demo", help="the embedded demo")
-    p_demo.set_defaults(func=_cmd_demo)
+    add_train_subparser(sub)
+
+    p = sub.add_parser("info", help="parameters and MACs of a model, per layer")
+    p.add_argument("--model", required=True)
+    p.add_argument("--act", default="relu")
+    p.add_argument("--input-size", help="C,H,W (default: the model's)")
+    p.add_argument("--num-classes", type=int)
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("list", help="list activations, models or datasets")
+    p.add_argument("what", choices=["activations", "models", "datasets"])
+    p.add_argument("--markdown", action="store_true", help="activations as a markdown table")
+    p.add_argument("--elsa", action="store_true", help="include the elsa_* variants")
+    p.add_argument("--data-dir", help="where to look for datasets")
+    p.set_defaults(func=_cmd_list)
+
+    add_data_subparser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ValueError as err:  # bad input: a clear message, not a traceback
+        print(f"attnact: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

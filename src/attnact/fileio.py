@@ -1,43 +1,79 @@
-"""Atomic file writes shared by every layer (run directories, reports, datasets).
+"""Atomic file writes shared by every layer (run directories, checkpoints, reports).
 
-A write goes to a temporary file in the destination directory, is flushed to disk, and is then
-renamed over the destination: readers and restarts see either the old file or the whole new one,
-never a torn write.
+A write goes to a temporary file in the destination directory, is flushed and fsynced, and is then
+moved over the destination with ``os.replace``: a crash (or a kill from a job scheduler) leaves
+either the old or the new file, never half of one. The directory is fsynced too, so the rename
+itself survives a power loss.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
+def _fsync_dir(directory: Path) -> None:
+    # Not possible on every platform (e.g. Windows); the rename is still atomic there.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Replace ``path`` with ``data`` atomically (temp file in the same dir, fsync, os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory: os.replace is atomic only within one filesystem.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Replace ``path`` with ``text`` (UTF-8) atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def _json_safe(obj: Any) -> Any:
+    # JSON has no NaN/Infinity; strict parsers reject Python's extension, so write null.
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return _json_safe(obj.item())
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically; non-finite floats become ``null``."""
+    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")

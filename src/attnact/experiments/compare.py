@@ -1,0 +1,280 @@
+"""``attnact compare``: train several activations under identical conditions and report them.
+
+Identical conditions: every activation is trained from the same base configuration, and seed
+index k gives every activation the same seed (so the same data order and augmentation, and the
+same initialisation of every layer the activation does not own). Runs are interleaved — all
+activations for seed 0, then seed 1 — so slow drifts of a shared machine hit all of them alike,
+which keeps the time ratios honest.
+
+Each run has its own directory (``runs/<act>/seed<k>``); a finished run (its ``summary.json``
+says so) is never re-run, an unfinished one resumes from its checkpoint. The report:
+``results.csv`` (one row per run), ``table.md`` and ``table.tex`` (one row per activation: mean ±
+std and 95% CI over seeds, the paired difference to the baseline), ``curves.csv`` and
+``curves.png`` (test accuracy per epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from attnact.fileio import atomic_write_text
+from attnact.report.figures import plot_curves
+from attnact.report.stats import paired_difference, summarize
+from attnact.report.tables import to_csv, to_latex, to_markdown
+
+__all__ = [
+    "DEMO_ACTIVATIONS",
+    "CompareReport",
+    "RunRecord",
+    "compare",
+    "load_run",
+]
+
+# The embedded demo's activations (issue #3): the baseline, two classic alternatives, a learnable
+# slope, and the three attentional units of the two papers.
+DEMO_ACTIVATIONS = ("relu", "prelu", "swish", "selu", "arelu", "atac", "se_activation")
+
+
+@dataclass
+class RunRecord:
+    """One finished run, read back from its directory."""
+
+    act: str
+    seed_index: int
+    run_dir: Path
+    test_top1: list[float]  # per epoch, in percent (as the engine's metrics.csv records it)
+    epoch_time_s: list[float]
+    summary: dict[str, Any]
+
+    @property
+    def final_top1(self) -> float:
+        return self.test_top1[-1]
+
+    @property
+    def first_epoch_top1(self) -> float:
+        return self.test_top1[0]
+
+    @property
+    def mean_epoch_time(self) -> float:
+        # The first epoch carries one-off costs (allocator warm-up, lazy init): drop it when
+        # there are others.
+        times = self.epoch_time_s[1:] or self.epoch_time_s
+        return statistics.fmean(times)
+
+
+@dataclass
+class CompareReport:
+    rows: list[dict[str, Any]]  # one per activation
+    runs: list[RunRecord]
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        return (self.out_dir / "table.md").read_text()
+
+
+def load_run(run_dir: Path, act: str, seed_index: int) -> RunRecord | None:
+    """The run in ``run_dir`` if it finished, else None."""
+    summary_path = run_dir / "summary.json"
+    metrics_path = run_dir / "metrics.csv"
+    if not summary_path.is_file() or not metrics_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") != "finished":
+        return None
+    with metrics_path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return None
+    return RunRecord(
+        act=act,
+        seed_index=seed_index,
+        run_dir=run_dir,
+        test_top1=[float(r["test_top1"]) for r in rows],
+        epoch_time_s=[float(r["epoch_time_s"]) for r in rows],
+        summary=summary,
+    )
+
+
+def _model_cost(config: Any, act: str) -> tuple[int, int | None]:
+    """Parameters and MACs of the model this run trains (MACs None if they can't be counted)."""
+    from attnact.models import create_model, model_spec
+    from attnact.models.profile import count_macs, count_parameters
+
+    spec = model_spec(config.model)
+    model = create_model(
+        config.model, act=act, num_classes=_num_classes(config), act_kwargs=config.act_kwargs,
+        **config.model_kwargs,
+    )
+    input_size = _input_size(config, spec.input_size)
+    try:
+        macs = int(count_macs(model, input_size))
+    except Exception:  # counting is a report nicety; never fail a finished comparison for it
+        macs = None
+    return count_parameters(model), macs
+
+
+def _num_classes(config: Any) -> int:
+    from attnact.data import dataset_info
+
+    return dataset_info(config.dataset).num_classes
+
+
+def _input_size(config: Any, default: Sequence[int]) -> tuple[int, ...]:
+    from attnact.data import dataset_info
+
+    info = dataset_info(config.dataset)
+    if config.pad_to:
+        return (info.channels, config.pad_to, config.pad_to)
+    if info.image_size:
+        return (info.channels, *info.image_size)
+    return tuple(default)
+
+
+def compare(
+    acts: Sequence[str],
+    base_config: Any,
+    out_dir: str | Path,
+    *,
+    seeds: int = 2,
+    baseline: str | None = "relu",
+    fit: Callable[[Any], Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> CompareReport:
+    """Train every activation in ``acts`` for ``seeds`` seeds from ``base_config`` and report.
+
+    Args:
+        acts: registered activation names, in the order the table lists them.
+        base_config: a ``TrainConfig``; its ``act``, ``seed``, ``out_dir`` and ``resume`` are set
+            per run (seed index k trains with ``base_config.seed + k``).
+        out_dir: the comparison's directory (runs and report go below it).
+        seeds: runs per activation.
+        baseline: the activation differences and time ratios refer to (the first activation
+            if it is not among ``acts``).
+        fit: the training function (``attnact.train.engine.fit``; injectable for tests).
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if not acts:
+        raise ValueError("acts must name at least one activation")
+    if len(set(acts)) != len(acts):
+        raise ValueError(f"acts contains duplicates: {list(acts)}")
+    from attnact.units.registry import activation_spec
+
+    for act in acts:
+        activation_spec(act)  # fail before training anything if a name is unknown
+    if fit is None:
+        from attnact.train.engine import fit as engine_fit
+
+        fit = engine_fit
+    out = Path(out_dir)
+    base = baseline if baseline in acts else acts[0]
+
+    for k in range(seeds):
+        for act in acts:
+            run_dir = out / "runs" / act / f"seed{k}"
+            if load_run(run_dir, act, k) is not None:
+                log(f"[compare] {act} seed {k}: finished earlier, kept")
+                continue
+            resume = (run_dir / "checkpoint.pt").is_file()
+            log(f"[compare] {act} seed {k}: {'resuming' if resume else 'training'}")
+            cfg = replace(
+                base_config, act=act, seed=base_config.seed + k, out_dir=str(run_dir),
+                resume=resume,
+            )
+            fit(cfg)
+
+    loaded = {(a, k): load_run(out / "runs" / a / f"seed{k}", a, k)
+              for a in acts for k in range(seeds)}
+    missing = [f"{a}/seed{k}" for (a, k), r in loaded.items() if r is None]
+    if missing:
+        raise RuntimeError(f"runs did not finish: {', '.join(missing)}")
+    runs = [r for r in loaded.values() if r is not None]
+    return write_report(runs, acts, base, base_config, out)
+
+
+def write_report(
+    runs: list[RunRecord], acts: Sequence[str], baseline: str, config: Any, out: Path
+) -> CompareReport:
+    """Aggregate finished runs into the comparison's tables, CSVs and figure."""
+    by_act = {a: sorted((r for r in runs if r.act == a), key=lambda r: r.seed_index) for a in acts}
+    base_runs = by_act[baseline]
+    base_time = statistics.fmean(r.mean_epoch_time for r in base_runs)
+    rows = []
+    for act in acts:
+        rs = by_act[act]
+        params, macs = _model_cost(config, act)
+        final = summarize([r.final_top1 for r in rs])
+        first = summarize([r.first_epoch_top1 for r in rs])
+        row: dict[str, Any] = {
+            "activation": act,
+            "params": params,
+            "MACs": "–" if macs is None else f"{macs / 1e6:.2f}M",
+            "top-1 after epoch 1 (%)": first.format(),
+            "final top-1 (%)": final.format(),
+            "95% CI (%)": final.format_ci(),
+        }
+        if act != baseline:
+            diff = paired_difference([r.final_top1 for r in rs], [r.final_top1 for r in base_runs])
+            row[f"vs {baseline} (points)"] = (
+                f"{diff.mean:+.2f} {diff.format_ci()}" if diff.n >= 2 else f"{diff.mean:+.2f}"
+            )
+        else:
+            row[f"vs {baseline} (points)"] = "baseline"
+        ratio = statistics.fmean(r.mean_epoch_time for r in rs) / base_time
+        row[f"time/epoch vs {baseline}"] = f"{ratio:.2f}x"
+        rows.append(row)
+
+    seeds = max(len(rs) for rs in by_act.values())
+    epochs = max(len(r.test_top1) for r in runs)
+    caption = (
+        f"{config.model} on {config.dataset}, {epochs} epochs, {seeds} seeds; "
+        f"mean ± std over seeds, 95% Student-t interval, paired difference to {baseline}"
+    )
+    files = {
+        "table.md": atomic_write_text(
+            out / "table.md", f"{caption}\n\n{to_markdown(rows)}\n"
+        ),
+        "table.tex": atomic_write_text(out / "table.tex", to_latex(rows, caption=caption)),
+        "results.csv": atomic_write_text(out / "results.csv", to_csv(_run_rows(runs))),
+        "curves.csv": atomic_write_text(out / "curves.csv", to_csv(_curve_rows(runs))),
+    }
+    files["curves.png"] = plot_curves(
+        {a: [r.test_top1 for r in by_act[a]] for a in acts},
+        out / "curves.png",
+        scale=1.0,
+        title=f"{config.model} on {config.dataset}: test top-1 (mean ± std over {seeds} seeds)",
+    )
+    return CompareReport(rows=rows, runs=runs, out_dir=out, files=files)
+
+
+def _run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    return [
+        {
+            "activation": r.act,
+            "seed_index": r.seed_index,
+            "epochs": len(r.test_top1),
+            "first_epoch_top1": r.first_epoch_top1,
+            "final_top1": r.final_top1,
+            "best_top1": max(r.test_top1),
+            "mean_epoch_time_s": r.mean_epoch_time,
+            "run_dir": str(r.run_dir),
+        }
+        for r in runs
+    ]
+
+
+def _curve_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    return [
+        {"activation": r.act, "seed_index": r.seed_index, "epoch": e + 1, "test_top1": acc}
+        for r in runs
+        for e, acc in enumerate(r.test_top1)
+        if not math.isnan(acc)
+    ]

@@ -1,0 +1,107 @@
+"""``compare`` aggregation, resumption and errors, with a fake training function whose
+accuracies are known, so every number in the table can be checked by hand."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from attnact.experiments.compare import compare
+from attnact.train.config import TrainConfig
+
+# final accuracies (percent) per activation and seed; epoch 1 is always 10 points lower
+FINAL = {"relu": [80.0, 82.0, 84.0], "arelu": [81.0, 84.0, 86.0], "atac": [85.0, 85.0, 85.0]}
+EPOCH_TIME = {"relu": 1.0, "arelu": 1.2, "atac": 2.0}
+
+
+class FakeFit:
+    """Writes what the engine writes: metrics.csv (2 epochs) and summary.json."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, cfg):
+        self.calls.append((cfg.act, cfg.seed, cfg.resume))
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        k = cfg.seed - 7  # base seed 7 in these tests
+        acc = FINAL[cfg.act][k]
+        t = EPOCH_TIME[cfg.act]
+        with (out / "metrics.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["epoch", "test_top1", "epoch_time_s"])
+            w.writerow([1, acc - 10, 99.0])  # first epoch time is dropped (warm-up)
+            w.writerow([2, acc, t])
+        (out / "summary.json").write_text(json.dumps({"status": "finished"}))
+
+
+@pytest.fixture
+def base():
+    return TrainConfig.preset("demo", seed=7, epochs=2)
+
+
+def test_table_numbers_by_hand(tmp_path, base):
+    fake = FakeFit()
+    report = compare(
+        ["relu", "arelu", "atac"], base, tmp_path, seeds=3, fit=fake, log=lambda s: None
+    )
+    assert len(fake.calls) == 9
+    # interleaved: every activation for seed 0 before any for seed 1
+    assert [c[0] for c in fake.calls[:3]] == ["relu", "arelu", "atac"]
+    rows = {r["activation"]: r for r in report.rows}
+
+    # relu: mean 82, sample std 2
+    assert rows["relu"]["final top-1 (%)"] == "82.00 ± 2.00"
+    assert rows["relu"]["top-1 after epoch 1 (%)"] == "72.00 ± 2.00"
+    half = 4.302652730 * 2 / math.sqrt(3)  # t_{0.975,2} s / sqrt(n)
+    assert rows["relu"]["95% CI (%)"] == f"[{82 - half:.2f}, {82 + half:.2f}]"
+    # arelu - relu per seed: 1, 2, 2 -> mean 1.67
+    assert rows["arelu"]["vs relu (points)"].startswith("+1.67 [")
+    assert rows["relu"]["vs relu (points)"] == "baseline"
+    assert rows["atac"]["time/epoch vs relu"] == "2.00x"
+    assert rows["arelu"]["time/epoch vs relu"] == "1.20x"
+    assert rows["relu"]["params"] == 12930  # mnist_conv with ReLU (AReLU paper Sec. 4.1)
+
+    for name in ("table.md", "table.tex", "results.csv", "curves.csv", "curves.png"):
+        assert (tmp_path / name).is_file()
+    runs = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(runs) == 9 and {r["activation"] for r in runs} == set(FINAL)
+    assert "82.00 ± 2.00" in report.markdown()
+
+
+def test_rerun_skips_finished_and_resumes_unfinished(tmp_path, base):
+    fake = FakeFit()
+    compare(["relu", "atac"], base, tmp_path, seeds=2, fit=fake, log=lambda s: None)
+    # an interrupted run: summary missing, checkpoint present
+    run = tmp_path / "runs" / "atac" / "seed1"
+    (run / "summary.json").unlink()
+    (run / "checkpoint.pt").write_bytes(b"x")
+    again = FakeFit()
+    compare(["relu", "atac"], base, tmp_path, seeds=2, fit=again, log=lambda s: None)
+    assert again.calls == [("atac", 8, True)]
+
+
+def test_unfinished_run_is_an_error(tmp_path, base):
+    def broken_fit(cfg):
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+
+    with pytest.raises(RuntimeError, match="did not finish: relu/seed0"):
+        compare(["relu"], base, tmp_path, seeds=1, fit=broken_fit, log=lambda s: None)
+
+
+def test_bad_arguments(tmp_path, base):
+    with pytest.raises(ValueError, match="unknown activation 'relux'"):
+        compare(["relu", "relux"], base, tmp_path, fit=FakeFit())
+    with pytest.raises(ValueError, match="seeds"):
+        compare(["relu"], base, tmp_path, seeds=0, fit=FakeFit())
+    with pytest.raises(ValueError, match="duplicates"):
+        compare(["relu", "relu"], base, tmp_path, fit=FakeFit())
+
+
+def test_baseline_defaults_to_first_when_absent(tmp_path, base):
+    report = compare(["arelu", "atac"], base, tmp_path, seeds=3, fit=FakeFit(), log=lambda s: None)
+    rows = {r["activation"]: r for r in report.rows}
+    assert rows["arelu"]["vs arelu (points)"] == "baseline"
+    assert rows["atac"]["time/epoch vs arelu"] == f"{2.0 / 1.2:.2f}x"
