@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-all lint demo readme clean
+.PHONY: setup data test test-slow test-all lint demo readme clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,25 @@ $(STAMP): $(PY) pyproject.toml
 
 setup: $(STAMP)
 
+# The embedded dataset, Fashion-MNIST: found locally, else Debian's package where apt is usable
+# (root), else downloaded from the official host (checksums verified).
+data: $(STAMP)
+	@if $(PY) -c "import sys; from attnact.data import is_available; \
+	sys.exit(0 if is_available('fashion_mnist') else 1)"; then \
+		echo "Fashion-MNIST: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			dataset-fashion-mnist; \
+	else \
+		$(VENV)/bin/attnact data fetch fashion_mnist; \
+	fi
+
 # Fast suite: everything but the slow end-to-end runs.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m slow
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2
@@ -30,8 +46,10 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-demo: $(STAMP)
-	$(VENV)/bin/attnact demo
+# The main job on the embedded default: `attnact compare` with no arguments (mnist_conv on
+# Fashion-MNIST, 7 activations x 2 seeds); re-running skips finished runs.
+demo: $(STAMP) data
+	$(VENV)/bin/attnact compare
 
 # Refresh the activation table in README.md from the registry (a test checks it is current).
 readme: $(STAMP)

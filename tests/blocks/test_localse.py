@@ -33,7 +33,7 @@ def test_backward_and_bad_args():
     x = torch.randn(2, 8, 3, 3, requires_grad=True)
     m(x).sum().backward()
     assert x.grad is not None and all(p.grad is not None for p in m.parameters())
-    with pytest.raises(ValueError, match="r must be a positive number"):
+    with pytest.raises(ValueError, match=r"r \(the reduction ratio\) must be positive"):
         LocalSE(8, r=0)
     with pytest.raises(ValueError, match="channels // r"):
         LocalSE(2, r=4)

@@ -18,16 +18,17 @@ The state_dict layout (``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*``)
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from attnact.blocks._checks import check_positive_int, check_positive_number
+from attnact.units.atac import ATAC
 
 __all__ = ["LocalSE"]
 
 
-class LocalSE(nn.Module):
+class LocalSE(ATAC):
     """Local channel attention on a residual branch (ATAC paper, Fig. 5): X · L(X), Eq. (4).
+
+    The computation is ATAC's (that is the point of the ablation: same gate, used once per block
+    on the residual output instead of as every activation), so this is ATAC with the block's
+    default r = 1 and a 4-D input.
 
     Args:
         channels: C, channels of the input (dim 1).
@@ -38,29 +39,7 @@ class LocalSE(nn.Module):
     """
 
     def __init__(self, channels: int, *, r: int | float = 1) -> None:
-        super().__init__()
-        self.channels = check_positive_int("channels", channels)
-        self.r = check_positive_number("r", r)
-        inter = int(channels // r)
-        if inter < 1:
-            raise ValueError(f"channels // r must be at least 1, got channels={channels}, r={r}")
-        self.inter_channels = inter
-        self.conv1 = nn.Conv2d(channels, inter, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(inter)
-        self.conv2 = nn.Conv2d(inter, channels, kernel_size=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """L(X) of Eq. (4): one weight per element, from that position's channel vector."""
-        z = torch.relu(self.bn1(self.conv1(x)))
-        return torch.sigmoid(self.bn2(self.conv2(z)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"LocalSE was built for N×{self.channels}×H×W inputs, got shape {tuple(x.shape)}"
-            )
-        return self.gate(x) * x
+        super().__init__(channels, r=r)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, r={self.r:g}"
