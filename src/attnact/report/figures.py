@@ -37,6 +37,7 @@ def plot_curves(
 
     matplotlib.use("Agg")  # headless: no display on CI machines
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     try:
@@ -52,6 +53,7 @@ def plot_curves(
             if len(runs) > 1:
                 std = values.std(axis=0, ddof=1)
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if title:
