@@ -1,0 +1,1 @@
+"""Performance measurement: side-by-side ratios, never absolute times (DESIGN.md)."""
