@@ -77,6 +77,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from attnact.data import add_data_subparser
+    from attnact.experiments.cli import add_reproduce_subparser
     from attnact.experiments.compare import DEMO_ACTIVATIONS
     from attnact.train.cli import add_train_subparser
     from attnact.train.config import list_presets
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     add_data_subparser(sub)
+    add_reproduce_subparser(sub)
     return parser
 
 

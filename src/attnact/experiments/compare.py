@@ -6,8 +6,11 @@ same initialisation of every layer the activation does not own). Runs are interl
 activations for seed 0, then seed 1 — so slow drifts of a shared machine hit all of them alike,
 which keeps the time ratios honest.
 
-Each run has its own directory (``runs/<act>/seed<k>``); a finished run (its ``summary.json``
-says so) is never re-run, an unfinished one resumes from its checkpoint. The report:
+Each run has its own directory (``runs/<act>/seed<k>``) in a
+:class:`~attnact.experiments.framework.RunStore` and is trained by
+:func:`~attnact.experiments.framework.run_grid` — the store and runner of ``attnact reproduce``:
+a finished run (its ``summary.json`` says so) is never re-run, an unfinished one resumes from its
+checkpoint, a failing one is reported without stopping the others. The report:
 ``results.csv`` (one row per run), ``table.md`` and ``table.tex`` (one row per activation: mean ±
 std and 95% CI over seeds, the paired difference to the baseline), ``curves.csv`` and
 ``curves.png`` (test accuracy per epoch).
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from attnact.experiments.framework import DEFAULT_FIT, RunSpec, RunStore, run_grid
 from attnact.fileio import atomic_write_text
 from attnact.report.figures import plot_curves
 from attnact.report.stats import paired_difference, summarize
@@ -147,6 +151,7 @@ def compare(
     baseline: str | None = "relu",
     fit: Callable[[Any], Any] | None = None,
     log: Callable[[str], None] = print,
+    workers: int = 1,
 ) -> CompareReport:
     """Train every activation in ``acts`` for ``seeds`` seeds from ``base_config`` and report.
 
@@ -159,6 +164,8 @@ def compare(
         baseline: the activation differences and time ratios refer to (the first activation
             if it is not among ``acts``).
         fit: the training function (``attnact.train.engine.fit``; injectable for tests).
+        workers: runs trained at once; more than 1 trains in spawned worker processes (each
+            with ``cores // workers`` threads) and needs ``fit=None``.
     """
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
@@ -170,32 +177,34 @@ def compare(
 
     for act in acts:
         activation_spec(act)  # fail before training anything if a name is unknown
-    if fit is None:
-        from attnact.train.engine import fit as engine_fit
-
-        fit = engine_fit
+    if workers > 1 and fit is not None:
+        raise ValueError("workers > 1 trains in other processes: leave fit=None (the engine)")
     out = Path(out_dir)
     base = baseline if baseline in acts else acts[0]
 
-    for k in range(seeds):
-        for act in acts:
-            run_dir = out / "runs" / act / f"seed{k}"
-            if load_run(run_dir, act, k) is not None:
-                log(f"[compare] {act} seed {k}: finished earlier, kept")
-                continue
-            resume = (run_dir / "checkpoint.pt").is_file()
-            log(f"[compare] {act} seed {k}: {'resuming' if resume else 'training'}")
-            cfg = replace(
-                base_config, act=act, seed=base_config.seed + k, out_dir=str(run_dir),
-                resume=resume,
-            )
-            fit(cfg)
-
-    loaded = {(a, k): load_run(out / "runs" / a / f"seed{k}", a, k)
+    # Interleaved: every activation for seed 0, then seed 1 (see the module docstring).
+    specs = [
+        RunSpec(
+            key=f"{act}/seed{k}",
+            coords={"act": act, "seed": k},
+            config=replace(base_config, act=act, seed=base_config.seed + k),
+            fit=DEFAULT_FIT if fit is None else fit,
+        )
+        for k in range(seeds)
+        for act in acts
+    ]
+    store = RunStore(out / "runs")
+    sweep = run_grid(specs, store, workers=workers, backend="process" if workers > 1 else "inline",
+                     log=log, tag="compare")
+    loaded = {(a, k): load_run(store.run_dir(f"{a}/seed{k}"), a, k)
               for a in acts for k in range(seeds)}
     missing = [f"{a}/seed{k}" for (a, k), r in loaded.items() if r is None]
     if missing:
-        raise RuntimeError(f"runs did not finish: {', '.join(missing)}")
+        reasons = {o.key: o.error for o in sweep.outcomes if o.error}
+        detail = "; ".join(f"{k}: {reasons[k]}" for k in missing if k in reasons)
+        raise RuntimeError(
+            f"runs did not finish: {', '.join(missing)}" + (f" ({detail})" if detail else "")
+        )
     runs = [r for r in loaded.values() if r is not None]
     return write_report(runs, acts, base, base_config, out)
 

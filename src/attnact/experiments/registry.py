@@ -1,0 +1,52 @@
+"""Experiment registry: names → :class:`~attnact.experiments.framework.Experiment` objects.
+
+The built-in experiments (:mod:`attnact.experiments.atac`; the AReLU ones of issue #5 will join
+them) register on first use, so importing the framework does not import every experiment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from attnact.experiments.framework import Experiment
+
+__all__ = ["get_experiment", "list_experiments", "register_experiment"]
+
+_REGISTRY: dict[str, Experiment] = {}
+_BUILTIN_MODULES = ("attnact.experiments.atac",)
+
+
+def register_experiment(experiment: Experiment) -> Experiment:
+    """Register ``experiment`` under its ``name`` (kebab-case, unique)."""
+    if not isinstance(experiment, Experiment):
+        raise ValueError(f"register_experiment needs an Experiment instance, got {experiment!r}")
+    _load_builtin()  # the built-in experiments come first in listings, and keep their names
+    name = experiment.name
+    if name in _REGISTRY and _REGISTRY[name] is not experiment:
+        raise ValueError(f"experiment name {name!r} is registered twice")
+    _REGISTRY[name] = experiment
+    return experiment
+
+
+def _load_builtin() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)  # registers on import
+
+
+def list_experiments() -> list[str]:
+    """Registered experiment names, in registration order (the paper's order)."""
+    _load_builtin()
+    return list(_REGISTRY)
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment registered as ``name``; ``ValueError`` listing the names otherwise."""
+    _load_builtin()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"unknown experiment {name!r}{hint} (allowed: {', '.join(_REGISTRY)})"
+    )
