@@ -13,7 +13,14 @@ from attnact.train.config import TrainConfig
 
 # final accuracies (percent) per activation and seed; epoch 1 is always 10 points lower
 FINAL = {"relu": [80.0, 82.0, 84.0], "arelu": [81.0, 84.0, 86.0], "atac": [85.0, 85.0, 85.0]}
-EPOCH_TIME = {"relu": 1.0, "arelu": 1.2, "atac": 2.0}
+STEP_TIME = {"relu": 1.0, "arelu": 1.2, "atac": 2.0}
+
+
+def fake_ratios(config, acts, baseline):
+    return {a: STEP_TIME[a] / STEP_TIME[baseline] for a in acts}
+
+
+QUIET = {"log": lambda s: None, "time_ratios": fake_ratios}
 
 
 class FakeFit:
@@ -28,12 +35,11 @@ class FakeFit:
         out.mkdir(parents=True, exist_ok=True)
         k = cfg.seed - 7  # base seed 7 in these tests
         acc = FINAL[cfg.act][k]
-        t = EPOCH_TIME[cfg.act]
         with (out / "metrics.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["epoch", "test_top1", "epoch_time_s"])
-            w.writerow([1, acc - 10, 99.0])  # first epoch time is dropped (warm-up)
-            w.writerow([2, acc, t])
+            w.writerow([1, acc - 10, 99.0])  # wall times are not what the table reports
+            w.writerow([2, acc, 99.0])
         (out / "summary.json").write_text(json.dumps({"status": "finished"}))
 
 
@@ -45,7 +51,7 @@ def base():
 def test_table_numbers_by_hand(tmp_path, base):
     fake = FakeFit()
     report = compare(
-        ["relu", "arelu", "atac"], base, tmp_path, seeds=3, fit=fake, log=lambda s: None
+        ["relu", "arelu", "atac"], base, tmp_path, seeds=3, fit=fake, **QUIET
     )
     assert len(fake.calls) == 9
     # interleaved: every activation for seed 0 before any for seed 1
@@ -73,13 +79,13 @@ def test_table_numbers_by_hand(tmp_path, base):
 
 def test_rerun_skips_finished_and_resumes_unfinished(tmp_path, base):
     fake = FakeFit()
-    compare(["relu", "atac"], base, tmp_path, seeds=2, fit=fake, log=lambda s: None)
+    compare(["relu", "atac"], base, tmp_path, seeds=2, fit=fake, **QUIET)
     # an interrupted run: summary missing, checkpoint present
     run = tmp_path / "runs" / "atac" / "seed1"
     (run / "summary.json").unlink()
     (run / "checkpoint.pt").write_bytes(b"x")
     again = FakeFit()
-    compare(["relu", "atac"], base, tmp_path, seeds=2, fit=again, log=lambda s: None)
+    compare(["relu", "atac"], base, tmp_path, seeds=2, fit=again, **QUIET)
     assert again.calls == [("atac", 8, True)]
 
 
@@ -101,7 +107,28 @@ def test_bad_arguments(tmp_path, base):
 
 
 def test_baseline_defaults_to_first_when_absent(tmp_path, base):
-    report = compare(["arelu", "atac"], base, tmp_path, seeds=3, fit=FakeFit(), log=lambda s: None)
+    report = compare(["arelu", "atac"], base, tmp_path, seeds=3, fit=FakeFit(), **QUIET)
     rows = {r["activation"]: r for r in report.rows}
     assert rows["arelu"]["vs arelu (points)"] == "baseline"
     assert rows["atac"]["time/epoch vs arelu"] == f"{2.0 / 1.2:.2f}x"
+
+
+def test_time_ratios_measured_side_by_side_once(tmp_path, base):
+    """The default measurement: real models timed in one process, cached for re-runs."""
+    calls = []
+
+    def counting(config, acts, baseline):
+        from attnact.experiments.compare import measure_time_ratios
+
+        calls.append(tuple(acts))
+        return measure_time_ratios(config.replace(batch_size=16), acts, baseline)
+
+    kw = dict(seeds=1, fit=FakeFit(), log=lambda s: None, time_ratios=counting)
+    report = compare(["relu", "atac"], base, tmp_path, **kw)
+    rows = {r["activation"]: r for r in report.rows}
+    assert rows["relu"]["time/epoch vs relu"] == "1.00x"
+    assert float(rows["atac"]["time/epoch vs relu"].rstrip("x")) > 0
+    table = (tmp_path / "table.md").read_text()
+    compare(["relu", "atac"], base, tmp_path, **kw)
+    assert calls == [("relu", "atac")]  # measured once, reused by the re-run
+    assert (tmp_path / "table.md").read_text() == table

@@ -3,8 +3,10 @@
 Identical conditions: every activation is trained from the same base configuration, and seed
 index k gives every activation the same seed (so the same data order and augmentation, and the
 same initialisation of every layer the activation does not own). Runs are interleaved — all
-activations for seed 0, then seed 1 — so slow drifts of a shared machine hit all of them alike,
-which keeps the time ratios honest.
+activations for seed 0, then seed 1 — so a seed that fails leaves every activation with the same
+seeds. Speed is not read off the runs' wall times (on a shared machine those measure its load):
+each model's training step is timed against the baseline's side by side in one process, once per
+comparison (``time_ratios.json``).
 
 Each run has its own directory (``runs/<act>/seed<k>``) in a
 :class:`~attnact.experiments.framework.RunStore` and is trained by
@@ -12,8 +14,8 @@ Each run has its own directory (``runs/<act>/seed<k>``) in a
 a finished run (its ``summary.json`` says so) is never re-run, an unfinished one resumes from its
 checkpoint, a failing one is reported without stopping the others. The report:
 ``results.csv`` (one row per run), ``table.md`` and ``table.tex`` (one row per activation: mean ±
-std and 95% CI over seeds, the paired difference to the baseline), ``curves.csv`` and
-``curves.png`` (test accuracy per epoch).
+std and 95% CI over seeds, the paired difference to the baseline, the time ratio),
+``curves.csv`` and ``curves.png`` (test accuracy per epoch).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from attnact.experiments.framework import DEFAULT_FIT, RunSpec, RunStore, run_grid
-from attnact.fileio import atomic_write_text
+from attnact.fileio import atomic_write_json, atomic_write_text
 from attnact.report.figures import plot_curves
 from attnact.report.stats import paired_difference, summarize
 from attnact.report.tables import to_csv, to_latex, to_markdown
@@ -107,22 +109,66 @@ def load_run(run_dir: Path, act: str, seed_index: int) -> RunRecord | None:
     )
 
 
-def _model_cost(config: Any, act: str) -> tuple[int, int | None]:
-    """Parameters and MACs of the model this run trains (MACs None if they can't be counted)."""
-    from attnact.models import create_model, model_spec
-    from attnact.models.profile import count_macs, count_parameters
+def _build_model(config: Any, act: str) -> Any:
+    """The model a run of this comparison trains, freshly initialised."""
+    from attnact.models import create_model
 
-    spec = model_spec(config.model)
-    model = create_model(
+    return create_model(
         config.model, act=act, num_classes=_num_classes(config), act_kwargs=config.act_kwargs,
         **config.model_kwargs,
     )
-    input_size = _input_size(config, spec.input_size)
+
+
+def _model_cost(config: Any, act: str) -> tuple[int, int | None]:
+    """Parameters and MACs of the model this run trains (MACs None if they can't be counted)."""
+    from attnact.models import model_spec
+    from attnact.models.profile import count_macs, count_parameters
+
+    model = _build_model(config, act)
+    input_size = _input_size(config, model_spec(config.model).input_size)
     try:
         macs = int(count_macs(model, input_size))
     except Exception:  # counting is a report nicety; never fail a finished comparison for it
         macs = None
     return count_parameters(model), macs
+
+
+def measure_time_ratios(config: Any, acts: Sequence[str], baseline: str) -> dict[str, float]:
+    """Training-step time of each activation's model relative to the baseline's, measured side
+    by side in this process on one batch of the run's size (see :mod:`attnact.perf.steptime`).
+
+    Per-epoch wall times of runs trained minutes apart mostly measure the machine's load at the
+    time; an interleaved median does not.
+    """
+    import torch
+
+    from attnact.models import model_spec
+    from attnact.perf.steptime import relative_step_times
+
+    gen = torch.Generator().manual_seed(0)
+    size = _input_size(config, model_spec(config.model).input_size)
+    x = torch.randn(config.batch_size, *size, generator=gen)
+    y = torch.randint(0, _num_classes(config), (config.batch_size,), generator=gen)
+    factories = {act: (lambda a=act: _build_model(config, a)) for act in acts}
+    return relative_step_times(factories, x, y, baseline=baseline)
+
+
+def _cached_time_ratios(
+    out: Path, config: Any, acts: Sequence[str], baseline: str,
+    measure: Callable[[Any, Sequence[str], str], dict[str, float]],
+) -> dict[str, float]:
+    """Time ratios measured once per comparison and kept in ``time_ratios.json``, so a re-run
+    that trains nothing reproduces the same report."""
+    path = out / "time_ratios.json"
+    key = {"model": config.model, "model_kwargs": config.model_kwargs,
+           "batch_size": config.batch_size, "baseline": baseline}
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == json.loads(json.dumps(key)) and set(acts) <= set(cached["ratios"]):
+            return {a: cached["ratios"][a] for a in acts}
+    ratios = measure(config, acts, baseline)
+    atomic_write_json(path, {"key": key, "ratios": ratios})
+    return ratios
 
 
 def _num_classes(config: Any) -> int:
@@ -152,6 +198,7 @@ def compare(
     fit: Callable[[Any], Any] | None = None,
     log: Callable[[str], None] = print,
     workers: int = 1,
+    time_ratios: Callable[[Any, Sequence[str], str], dict[str, float]] = measure_time_ratios,
 ) -> CompareReport:
     """Train every activation in ``acts`` for ``seeds`` seeds from ``base_config`` and report.
 
@@ -166,6 +213,8 @@ def compare(
         fit: the training function (``attnact.train.engine.fit``; injectable for tests).
         workers: runs trained at once; more than 1 trains in spawned worker processes (each
             with ``cores // workers`` threads) and needs ``fit=None``.
+        time_ratios: measures each activation's training time relative to the baseline
+            (default: side by side in this process, :func:`measure_time_ratios`).
     """
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
@@ -206,16 +255,21 @@ def compare(
             f"runs did not finish: {', '.join(missing)}" + (f" ({detail})" if detail else "")
         )
     runs = [r for r in loaded.values() if r is not None]
-    return write_report(runs, acts, base, base_config, out)
+    ratios = _cached_time_ratios(out, base_config, acts, base, time_ratios)
+    return write_report(runs, acts, base, base_config, out, ratios)
 
 
 def write_report(
-    runs: list[RunRecord], acts: Sequence[str], baseline: str, config: Any, out: Path
+    runs: list[RunRecord],
+    acts: Sequence[str],
+    baseline: str,
+    config: Any,
+    out: Path,
+    time_ratios: dict[str, float],
 ) -> CompareReport:
     """Aggregate finished runs into the comparison's tables, CSVs and figure."""
     by_act = {a: sorted((r for r in runs if r.act == a), key=lambda r: r.seed_index) for a in acts}
     base_runs = by_act[baseline]
-    base_time = statistics.fmean(r.mean_epoch_time for r in base_runs)
     rows = []
     for act in acts:
         rs = by_act[act]
@@ -237,15 +291,15 @@ def write_report(
             )
         else:
             row[f"vs {baseline} (points)"] = "baseline"
-        ratio = statistics.fmean(r.mean_epoch_time for r in rs) / base_time
-        row[f"time/epoch vs {baseline}"] = f"{ratio:.2f}x"
+        row[f"time/epoch vs {baseline}"] = f"{time_ratios[act]:.2f}x"
         rows.append(row)
 
     seeds = max(len(rs) for rs in by_act.values())
     epochs = max(len(r.test_top1) for r in runs)
     caption = (
         f"{config.model} on {config.dataset}, {epochs} epochs, {seeds} seeds; "
-        f"mean ± std over seeds, 95% Student-t interval, paired difference to {baseline}"
+        f"mean ± std over seeds, 95% Student-t interval, paired difference to {baseline}; "
+        "time: median training step measured side by side in one process"
     )
     files = {
         "table.md": atomic_write_text(
