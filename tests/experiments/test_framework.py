@@ -338,6 +338,8 @@ def test_reproduce_writes_the_report_with_paired_statistics(tmp_path):
               report_only=True, log=quiet)
     assert again.calls == []
     assert len(RunStore(tmp_path / "runs").sweeps()) == 1
+    # the header still names the command that trained the runs, not the re-report
+    assert (tmp_path / "rep" / "table.md").read_text() == md
 
 
 def test_reproduce_with_missing_runs_reports_what_finished(tmp_path):

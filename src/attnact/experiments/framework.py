@@ -1182,12 +1182,12 @@ def reproduce(
     if rank != 0:  # under torchrun the report is rank 0's job
         return ReproduceResult(exp.name, preset, specs, sweep, None, {}, out_dir, store)
     results = Results(specs, store)
-    context = ReportContext(
-        exp.name, preset, seeds, command, store,
-        [s for s in store.sweeps() if s.get("experiment") == exp.name
-         and s.get("preset") == preset],
-        dict(where or {}),
-    )
+    history = [s for s in store.sweeps()
+               if s.get("experiment") == exp.name and s.get("preset") == preset]
+    if report_only and history:
+        # The header names the command that trained the runs, not the one that re-reported them.
+        command = history[-1]["command"]
+    context = ReportContext(exp.name, preset, seeds, command, store, history, dict(where or {}))
     files = {"results.csv": results.write_index(out_dir / "results.csv")}
     files.update(exp.report(results, out_dir, context))
     if results.missing:

@@ -9,7 +9,6 @@ seed indices (same data order and augmentation), with its own interval.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import platform
@@ -21,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from attnact.experiments.framework import Experiment, ReportContext, Results, RunRecord
-from attnact.fileio import atomic_write_bytes, atomic_write_text
+from attnact.fileio import atomic_write_text
+from attnact.report.figures import figure
 from attnact.report.stats import Summary, paired_difference, summarize
 from attnact.report.tables import to_csv, to_latex, to_markdown
 
@@ -242,13 +242,7 @@ def plot_series(
     """A metric against a grid axis: per label, the mean over seeds at each x with error bars
     of one standard deviation (and the seeds as faint dots); ``reference`` points (the paper's)
     as hollow markers on dashed lines in the same colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display on CI machines
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    try:
+    with figure(path, xlabel=xlabel, ylabel=ylabel, title=title) as ax:
         for label, points in series.items():
             pts = [(x, [v for v in vs if not math.isnan(v)]) for x, vs in points]
             pts = [(x, vs) for x, vs in pts if vs]
@@ -270,16 +264,4 @@ def plot_series(
             ax.axhline(hline, color="gray", lw=0.8)
         if xticks is not None:
             ax.set_xticks(list(xticks))
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if title:
-            ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # nothing to label before any run finished
-            ax.legend(fontsize=8, ncol=2)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from attnact.fileio import atomic_write_bytes
 
-__all__ = ["plot_curves"]
+__all__ = ["figure", "plot_curves"]
+
+
+@contextlib.contextmanager
+def figure(
+    path: str | os.PathLike[str], *, xlabel: str, ylabel: str, title: str = ""
+) -> Iterator[Any]:
+    """Yield the axes of a new figure; on exit label it, add grid and legend, and write it to
+    ``path`` as PNG (atomically). Every figure of the project goes through here, so they share
+    one look and nothing writes half a file."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on CI machines
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    try:
+        yield ax
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:  # nothing to label before any run finished
+            ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_curves(
@@ -33,14 +65,9 @@ def plot_curves(
         scale: multiply values (100 turns accuracies into percentages).
         x_start: the x value of a run's first point (epochs count from 1).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display on CI machines
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    try:
+    with figure(path, xlabel=xlabel, ylabel=ylabel, title=title) as ax:
         for label, runs in curves.items():
             runs = [list(r) for r in runs if len(r) > 0]
             if not runs:
@@ -54,15 +81,4 @@ def plot_curves(
                 std = values.std(axis=0, ddof=1)
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if title:
-            ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=2)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
