@@ -67,7 +67,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = config.replace(**{k: v for k, v in flags.items() if v is not None})
     config = config.with_overrides(args.overrides).replace(progress=not args.quiet)
     acts = [a.strip() for a in args.acts.split(",") if a.strip()]
-    report = compare(acts, config, Path(args.out), seeds=args.seeds, baseline=args.baseline)
+    report = compare(
+        acts, config, Path(args.out), seeds=args.seeds, baseline=args.baseline,
+        workers=args.workers,
+    )
     print()
     print((Path(args.out) / "table.md").read_text())
     for name, path in report.files.items():
@@ -110,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--lr", type=float)
     p.add_argument("--limit-train", type=int, help="train on the first N samples only")
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs trained at once, each in its own process (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
 
