@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnact.blocks._checks import check_choice, check_positive_int
+from attnact._checks import check_choice, check_positive_int
 from attnact.blocks.se import se_hidden_channels
 
 __all__ = ["GATHERS", "GatherExcite"]

@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from attnact.blocks._checks import check_positive_int, check_positive_number
+from attnact._checks import check_positive_int, check_positive_number
 
 __all__ = ["NiNBlock"]
 

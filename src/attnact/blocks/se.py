@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnact.blocks._checks import check_positive_int
+from attnact._checks import check_positive_int
 
 __all__ = ["SqueezeExcite", "se_hidden_channels"]
 

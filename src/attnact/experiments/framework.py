@@ -62,6 +62,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from attnact._checks import check_positive_int
 from attnact.fileio import atomic_write_json, atomic_write_text
 from attnact.report.tables import to_csv
 from attnact.train.config import PRESETS, TrainConfig
@@ -695,8 +696,7 @@ def run_grid(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    check_positive_int("workers", workers)
     if threads is not None and (isinstance(threads, bool) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     keys = [s.key for s in specs]
@@ -1153,8 +1153,7 @@ def reproduce(
     exp.check_preset(preset)
     if seeds is None:
         seeds = int(exp.default_seeds.get(preset, 1))
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    check_positive_int("seeds", seeds)
     specs = filter_specs(exp.grid(preset, seeds), where)
     out_dir = Path(out) if out is not None else Path("reports") / exp.name / preset
     store = RunStore(runs if runs is not None else Path("runs") / "reproduce" / preset)

@@ -33,7 +33,7 @@ from typing import Any
 
 from torch import nn
 
-from attnact.models._checks import check_choice, check_fraction, check_int, check_kwargs
+from attnact._checks import check_choice, check_fraction, check_int, check_kwargs
 from attnact.units.registry import activation_spec, create_act_layer
 
 __all__ = ["ORDERS", "ActLike", "ActPlan", "ActSite"]

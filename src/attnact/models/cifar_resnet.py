@@ -47,8 +47,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnact._checks import check_choice, check_int, check_kwargs, check_positive_number
 from attnact.blocks import GatherExcite, LocalSE, NiNBlock, SqueezeExcite
-from attnact.models._checks import check_choice, check_int, check_kwargs
 from attnact.models._init import he_init_
 from attnact.models.act_plan import ActLike, ActPlan, ActSite
 from attnact.models.registry import register_model
@@ -247,8 +247,7 @@ def resnet_cifar(
     check_int("width", width)
     check_int("image_size", image_size)
     check_choice("variant", variant, VARIANTS)
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0:
-        raise ValueError(f"r must be a positive number, got {r!r}")
+    check_positive_number("r", r)
     vkw = check_kwargs("variant_kwargs", variant_kwargs)
     plan = ActPlan(
         act,

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnact.models._checks import check_int
+from attnact._checks import check_int, check_positive_number
 from attnact.models._init import he_init_
 from attnact.models.act_plan import ActLike, ActPlan, ActSite
 from attnact.models.registry import register_model
@@ -180,8 +180,7 @@ def resnet50_v1b(
     check_int("num_classes", num_classes)
     check_int("in_channels", in_channels)
     check_int("act_stages", act_stages, minimum=0, maximum=len(layers))
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0:
-        raise ValueError(f"r must be a positive number, got {r!r}")
+    check_positive_number("r", r)
     if not isinstance(zero_init_last_bn, bool):
         raise ValueError(f"zero_init_last_bn must be True or False, got {zero_init_last_bn!r}")
     plan = ActPlan(

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnact.models._checks import check_int
+from attnact._checks import check_int
 from attnact.models.act_plan import ActLike, ActPlan, ActSite
 from attnact.models.registry import register_model
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from attnact.models._checks import check_int
+from attnact._checks import check_int
 
 __all__ = ["ModelSpec", "create_model", "list_models", "model_spec", "register_model"]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnact._checks import check_positive_int
 from attnact.units.registry import register_activation
 
 __all__ = ["ATAC", "SEActivation"]
@@ -52,8 +53,7 @@ class ATAC(nn.Module):
         inplace: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
-            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        check_positive_int("channels", channels)
         if r <= 0:
             raise ValueError(f"r (the reduction ratio) must be positive, got {r!r}")
         inter = int(channels // r)

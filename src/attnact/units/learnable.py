@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnact._checks import check_choice, check_int
 from attnact.units.registry import register_activation
 
 __all__ = [
@@ -42,20 +43,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # argument checks and broadcasting shared by the units
-
-
-def _check_int(name: str, value: object, minimum: int, why: str = "") -> int:
-    # bool is an int subclass; num_parameters=True is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        reason = f" ({why})" if why else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{reason}, got {value!r}")
-    return value
-
-
-def _check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-    return value
 
 
 def _per_channel(param: Tensor, x: Tensor, unit: str) -> Tensor:
@@ -117,7 +104,7 @@ class PReLU(nn.PReLU):
     """
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, inplace: bool = False) -> None:
-        _check_int("num_parameters", num_parameters, 1, "1 = channel-shared, C = channel-wise")
+        check_int("num_parameters", num_parameters, 1, why="1 = channel-shared, C = channel-wise")
         super().__init__(num_parameters=num_parameters, init=float(init))
         self.inplace = inplace
 
@@ -177,8 +164,8 @@ class APL(nn.Module):
         inplace: bool = False,
     ) -> None:
         super().__init__()
-        _check_int("num_parameters", num_parameters, 1, "1 = layer-shared, C = per channel")
-        _check_int("hinges", hinges, 1, "the number S of hinge functions")
+        check_int("num_parameters", num_parameters, 1, why="1 = layer-shared, C = per channel")
+        check_int("hinges", hinges, 1, why="the number S of hinge functions")
         if isinstance(init_b, (int, float)):
             knots = [float(init_b) - s for s in range(hinges)]
         else:
@@ -239,9 +226,9 @@ def pau_init_coefficients(
     For the symmetric targets here the fit has b_k ≈ 0 for odd k and positive even ones, so
     A(x) ≥ 0 on the grid and the safe denominator 1 + |A| equals the fitted 1 + A.
     """
-    _check_choice("target", target, tuple(_PAU_TARGETS))
-    m = _check_int("numerator_degree", numerator_degree, 1)
-    n = _check_int("denominator_degree", denominator_degree, 1)
+    check_choice("target", target, tuple(_PAU_TARGETS))
+    m = check_int("numerator_degree", numerator_degree, 1)
+    n = check_int("denominator_degree", denominator_degree, 1)
     x = torch.linspace(*_PAU_FIT_RANGE, _PAU_FIT_POINTS, dtype=torch.float64)
     f = _PAU_TARGETS[target](x)
     powers = torch.stack([x**j for j in range(max(m, n) + 1)], dim=1)
@@ -293,9 +280,9 @@ class PAU(nn.Module):
         inplace: bool = False,
     ) -> None:
         super().__init__()
-        _check_int("numerator_degree", numerator_degree, 1)
-        _check_int("denominator_degree", denominator_degree, 1)
-        _check_choice("init", init, tuple(_PAU_TARGETS))
+        check_int("numerator_degree", numerator_degree, 1)
+        check_int("denominator_degree", denominator_degree, 1)
+        check_choice("init", init, tuple(_PAU_TARGETS))
         a, b = pau_init_coefficients(init, numerator_degree, denominator_degree)
         self.numerator_degree = numerator_degree
         self.denominator_degree = denominator_degree
@@ -331,7 +318,7 @@ def slaf_relu_fit(k: int = 3) -> tuple[Fraction, ...]:
     Hilbert-like matrix, so floating point loses digits quickly as k grows).
     For k = 3: 3/32 + x/2 + 15/32 x².
     """
-    _check_int("k", k, 1)
+    check_int("k", k, 1)
     gram = [
         [Fraction(2, i + j + 1) if (i + j) % 2 == 0 else Fraction(0) for j in range(k)]
         for i in range(k)
@@ -376,7 +363,7 @@ class SLAF(nn.Module):
 
     def __init__(self, k: int = 3, inplace: bool = False) -> None:
         super().__init__()
-        _check_int("k", k, 3, "k=2 is affine and k=1 constant: no non-linearity")
+        check_int("k", k, 3, why="k=2 is affine and k=1 constant: no non-linearity")
         self.k = k
         self.inplace = inplace
         fit = [float(c) for c in slaf_relu_fit(k)]
@@ -440,13 +427,13 @@ class Mixture(nn.Module):
             raise ValueError(f"bases must be a sequence of names, got the string {bases!r}")
         bases = tuple(bases)
         for name in bases:
-            _check_choice("bases entries", name, tuple(_MIXTURE_BASES))
+            check_choice("bases entries", name, tuple(_MIXTURE_BASES))
         if len(bases) < 2 or len(set(bases)) != len(bases):
             raise ValueError(
                 f"bases must name at least two distinct activations from "
                 f"{', '.join(map(repr, _MIXTURE_BASES))}; got {bases!r}"
             )
-        _check_choice("combination", combination, _MIXTURE_COMBINATIONS)
+        check_choice("combination", combination, _MIXTURE_COMBINATIONS)
         n = len(bases)
         if init is None:
             if combination == "linear" and "relu" in bases:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from attnact._checks import check_int, check_positive_int
 from attnact.units.registry import register_activation
 
 __all__ = ["Maxout"]
@@ -44,18 +45,12 @@ class Maxout(nn.Module):
 
     def __init__(self, pool_size: int = 2, inplace: bool = False) -> None:
         super().__init__()
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 2:
-            raise ValueError(
-                f"pool_size must be an integer >= 2 (pool_size=1 is the identity), "
-                f"got {pool_size!r}"
-            )
-        self.pool_size = pool_size
+        self.pool_size = check_int("pool_size", pool_size, 2, why="pool_size=1 is the identity")
         self.inplace = inplace
 
     def out_channels(self, in_channels: int) -> int:
         """Channel count of the output for an input with ``in_channels`` channels."""
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        check_positive_int("in_channels", in_channels)
         if in_channels % self.pool_size:
             raise ValueError(
                 f"Maxout with pool_size={self.pool_size} needs a channel count divisible by "

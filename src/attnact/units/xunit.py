@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnact._checks import check_positive_int
 from attnact.units.registry import register_activation
 
 __all__ = ["xUnit"]
@@ -54,8 +55,7 @@ class xUnit(nn.Module):
         self, channels: int, kernel_size: int = 9, batch_norm: bool = True, inplace: bool = False
     ) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        check_positive_int("channels", channels)
         if (
             isinstance(kernel_size, bool)
             or not isinstance(kernel_size, int)

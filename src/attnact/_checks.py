@@ -1,0 +1,71 @@
+"""Argument checks shared by the whole package: each raises a ValueError that names the argument,
+what is allowed and what it got. ``bool`` is rejected where a number is expected: it is an
+``int`` subclass, and ``channels=True`` is a mistake, not 1."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "check_choice",
+    "check_fraction",
+    "check_int",
+    "check_kwargs",
+    "check_positive_int",
+    "check_positive_number",
+]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if not _is_int(value) or value < 1:  # type: ignore[operator]
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_int(
+    name: str, value: object, minimum: int = 1, maximum: int | None = None, *, why: str = ""
+) -> int:
+    """An integer in [minimum, maximum]; ``why`` explains the bound in the message."""
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):  # type: ignore[operator]
+        allowed = f"an integer >= {minimum}" if maximum is None else (
+            f"an integer in [{minimum}, {maximum}]"
+        )
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be {allowed}{reason}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_positive_number(name: str, value: object) -> float:
+    if not _is_real(value) or not value > 0:  # type: ignore[operator]
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value
+
+
+def check_fraction(name: str, value: object) -> float:
+    if not _is_real(value) or math.isnan(value) or not 0.0 <= value <= 1.0:  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_kwargs(name: str, value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{name} must be a dict of keyword arguments or None, got {value!r}")
+    return dict(value)
