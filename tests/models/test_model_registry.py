@@ -36,7 +36,7 @@ def test_unknown_name_lists_close_matches():
     ):
         create_model("resnet_cifa")
     with pytest.raises(ValueError, match="registered: mnist_conv"):
-        model_spec("vgg16")
+        model_spec("vgg19_nonexistent")
 
 
 def test_bad_keyword_is_named():

@@ -101,6 +101,6 @@ def test_info_report():
     cifar = info_report("resnet_cifar", "relu", (3, 32, 32), blocks=1, variant="ge")
     assert "GatherExcite" in cifar
     with pytest.raises(ValueError, match="unknown model"):
-        info_report("resnet18", "relu")
+        info_report("resnet_nonexistent", "relu")
     with pytest.raises(ValueError, match="C,H,W"):
         info_report("mnist_conv", "relu", input_size="28x")

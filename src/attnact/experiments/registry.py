@@ -1,7 +1,8 @@
 """Experiment registry: names → :class:`~attnact.experiments.framework.Experiment` objects.
 
-The built-in experiments (:mod:`attnact.experiments.atac`; the AReLU ones of issue #5 will join
-them) register on first use, so importing the framework does not import every experiment.
+The built-in experiments (:mod:`attnact.experiments.atac`, :mod:`~attnact.experiments.arelu_mnist`
+and the other AReLU modules) register on first use, so importing the framework does not import
+every experiment.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from attnact.experiments.framework import Experiment
 __all__ = ["get_experiment", "list_experiments", "register_experiment"]
 
 _REGISTRY: dict[str, Experiment] = {}
-_BUILTIN_MODULES = ("attnact.experiments.atac",)
+_BUILTIN_MODULES = (
+    "attnact.experiments.atac",
+    "attnact.experiments.arelu_mnist",
+    "attnact.experiments.arelu_cifar",
+    "attnact.experiments.arelu_transfer",
+    "attnact.experiments.arelu_meta",
+)
 
 
 def register_experiment(experiment: Experiment) -> Experiment:
@@ -29,9 +36,19 @@ def register_experiment(experiment: Experiment) -> Experiment:
     return experiment
 
 
+_loading = False
+
+
 def _load_builtin() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)  # registers on import
+    global _loading
+    if _loading:  # a built-in module registering while it is imported: keep the import order
+        return
+    _loading = True
+    try:
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(module)  # registers on import
+    finally:
+        _loading = False
 
 
 def list_experiments() -> list[str]:

@@ -9,7 +9,7 @@ Module names: ``mnist.py`` rather than ``mnist_conv.py`` so that the builder
 ``attnact.models.mnist_conv`` does not shadow its own module.
 """
 
-from attnact.models import cifar_resnet, imagenet_resnet, mnist  # noqa: F401  (registration)
+from attnact.models import cifar_resnet, cifar_zoo, imagenet_resnet, mnist  # noqa: F401  (registration)
 from attnact.models.act_plan import ORDERS, ActPlan, ActSite
 from attnact.models.cifar_resnet import VARIANTS, ResNetCifar, resnet_cifar
 from attnact.models.imagenet_resnet import ResNetV1b, resnet50_v1b

@@ -13,7 +13,27 @@ import numpy as np
 
 from attnact.fileio import atomic_write_bytes
 
-__all__ = ["figure", "plot_curves"]
+__all__ = ["figure", "figure_grid", "plot_curves"]
+
+
+@contextlib.contextmanager
+def figure_grid(path: str | os.PathLike[str], **subplots: Any) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(fig, axes)`` of ``plt.subplots(**subplots)`` on the headless backend; on normal
+    exit write the figure to ``path`` as PNG (atomically), on an exception write nothing. The
+    figure is closed either way. :func:`figure` and multi-panel figures both save through here."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on CI machines
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 @contextlib.contextmanager
@@ -21,15 +41,9 @@ def figure(
     path: str | os.PathLike[str], *, xlabel: str, ylabel: str, title: str = ""
 ) -> Iterator[Any]:
     """Yield the axes of a new figure; on exit label it, add grid and legend, and write it to
-    ``path`` as PNG (atomically). Every figure of the project goes through here, so they share
-    one look and nothing writes half a file."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display on CI machines
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    try:
+    ``path`` as PNG (atomically). Every single-axes figure of the project goes through here, so
+    they share one look and nothing writes half a file."""
+    with figure_grid(path, figsize=(7, 4.5), dpi=120) as (fig, ax):
         yield ax
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -39,11 +53,6 @@ def figure(
         if ax.get_legend_handles_labels()[0]:  # nothing to label before any run finished
             ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_curves(

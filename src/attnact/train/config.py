@@ -92,6 +92,9 @@ class TrainConfig:
     resume: bool = False
     tensorboard: bool = False
     progress: bool = True
+    # settings of a procedure beyond plain supervised training, read by that procedure's fit
+    # function (MAML's ways and shots, transfer learning's phases); the plain engine takes none
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         hints = _type_hints()

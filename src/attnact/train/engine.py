@@ -263,6 +263,11 @@ def fit(
     """
     if resume is not None and resume != config.resume:
         config = config.replace(resume=resume)
+    if config.extra:
+        raise ValueError(
+            f"TrainConfig.extra={config.extra!r} is read by the fit function of another "
+            f"procedure (meta-learning, transfer); plain training takes none"
+        )
     env = setup_distributed(config.device)
     clean = False
     try:

@@ -67,7 +67,7 @@ def _check_scalar(name: str, value: float) -> float:
 @register_activation(
     "arelu",
     formula="C(a) x if x < 0 else (1 + sigmoid(b)) x, C clamps to [0.01, 0.99]",
-    source="Chen, Zhang, Ding & Wang, arXiv 2020 (AReLU, Eq. 7)",
+    source="Chen, Li & Xu, arXiv 2020 (AReLU, Eq. 7)",
     learnable=True,
 )
 class AReLU(nn.Module):
