@@ -129,6 +129,11 @@ class ELSA(nn.Module):
         self.beta = nn.Parameter(torch.tensor([_check_scalar("beta", beta)]))
         out_channels = getattr(self.activation, "out_channels", None)
         self._gate_after = callable(out_channels)  # channel-changing units such as Maxout
+        if self._gate_after:
+            # Hosts widen the layer before a channel-changing unit by its pool size (ActPlan);
+            # ELSA changes the channels exactly as the unit it wraps, so it says the same.
+            self.out_channels = out_channels
+            self.pool_size = getattr(self.activation, "pool_size", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.activation(x)
