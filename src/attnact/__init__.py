@@ -20,6 +20,7 @@ from attnact.units import (
     create_act_layer,
     list_activations,
     register_activation,
+    set_fused,
 )
 
 __version__ = "0.1.0"
@@ -42,4 +43,5 @@ __all__ = [
     "list_models",
     "model_spec",
     "register_activation",
+    "set_fused",
 ]
