@@ -356,3 +356,15 @@ def test_meta_report_final_and_best_columns(tmp_path):
     assert "| ReLU | **50.00 ± 0.00** | 50.00 ± 0.00 |" in md
     assert "| AReLU | 40.00 ± 0.00 | **60.50 ± 0.71** |" in md
     assert "| AReLU | -10.00 [-10.00, -10.00] |" in md
+
+
+def test_every_table1_activation_and_its_elsa_builds_mnist_conv():
+    """Each of the grids' units builds MNIST-Conv and runs forward and backward (ELSA(Maxout)
+    once failed here: the host did not widen the convolution in front of it)."""
+    from attnact.models import create_model
+
+    for act in (*ACTIVATIONS, *(f"elsa_{a}" for a in ACTIVATIONS if a != "arelu")):
+        model = create_model("mnist_conv", act=act)
+        model(torch.randn(2, 1, 28, 28)).sum().backward()
+    widened = create_model("mnist_conv", act="elsa_maxout")
+    assert widened.block1.conv.out_channels == 20  # Maxout's pool size 2 × the act's 10

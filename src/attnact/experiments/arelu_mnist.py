@@ -316,7 +316,9 @@ class AReLUConvergence(Experiment):
         if "arelu" not in acts:
             return "AReLU is not in this selection.\n"
         rows = []
-        for (a, o, lr), st in sorted(by.items(), key=lambda kv: (kv[0][1], -float(kv[0][2]))):
+        order = {o: i for i, o in enumerate(OPTIMIZERS)}
+        for (a, o, lr), st in sorted(by.items(),
+                                     key=lambda kv: (order[kv[0][1]], -float(kv[0][2]))):
             if a != "arelu" or not st.summary.n:
                 continue
             means = sorted(((by[(x, o, lr)].summary.mean, x) for x in acts
@@ -607,7 +609,9 @@ class AReLUInit(Experiment):
         per_epoch = max(r["global_step"] for r in rows) / max(len(record.metrics), 1)
         path = out / "alpha_beta_trajectory.png"
         with figure(path, xlabel="epoch", ylabel="effective value",
-                    title=f"{self.name}: C(α) and 1 + σ(β) per layer ({record.key})") as ax:
+                    title=f"{self.name}: C(α), 1 + σ(β) per layer (α₀ = "
+                          f"{record.coords['alpha']:g}, β₀ = {record.coords['beta']:g}, seed "
+                          f"{record.coords['seed']})") as ax:
             for layer in sorted({r["layer"] for r in rows}):
                 pts = [r for r in rows if r["layer"] == layer]
                 xs = [r["global_step"] / per_epoch for r in pts]

@@ -77,6 +77,15 @@ def plot_curves(
     from matplotlib.ticker import MaxNLocator
 
     with figure(path, xlabel=xlabel, ylabel=ylabel, title=title) as ax:
+        if len(curves) > 10:
+            # The default cycle has 10 colours: with more lines two would look the same.
+            # tab20 gives 20 distinct ones, and a second line style separates the halves.
+            import matplotlib
+
+            colors = matplotlib.colormaps["tab20"].colors
+            styles = ["-", "--"]
+            ax.set_prop_cycle(color=[colors[i % 20] for i in range(len(curves))],
+                              linestyle=[styles[(i // 10) % 2] for i in range(len(curves))])
         for label, runs in curves.items():
             runs = [list(r) for r in runs if len(r) > 0]
             if not runs:

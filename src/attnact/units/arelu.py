@@ -294,6 +294,11 @@ class ELSA(nn.Module):
         self._gate_after = callable(out_channels)  # channel-changing units such as Maxout
         self.inplace = bool(inplace)
         self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
+        if self._gate_after:
+            # Hosts widen the layer before a channel-changing unit by its pool size (ActPlan);
+            # ELSA changes the channels exactly as the unit it wraps, so it says the same.
+            self.out_channels = out_channels
+            self.pool_size = getattr(self.activation, "pool_size", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._gate_after:
