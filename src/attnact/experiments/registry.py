@@ -52,9 +52,14 @@ def _load_builtin() -> None:
 
 
 def list_experiments() -> list[str]:
-    """Registered experiment names, in registration order (the paper's order)."""
+    """Registered experiment names: the built-in modules' in :data:`_BUILTIN_MODULES` order
+    (whichever was imported first), each module's in registration order (the paper's), then
+    the others in registration order."""
     _load_builtin()
-    return list(_REGISTRY)
+    rank = {module: i for i, module in enumerate(_BUILTIN_MODULES)}
+    order = {name: i for i, name in enumerate(_REGISTRY)}
+    return sorted(_REGISTRY, key=lambda n: (
+        rank.get(type(_REGISTRY[n]).__module__, len(rank)), order[n]))
 
 
 def get_experiment(name: str) -> Experiment:
