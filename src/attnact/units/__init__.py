@@ -4,7 +4,14 @@
 from attnact.units import classic, learnable, maxout, xunit  # noqa: F401  (registration)
 from attnact.units.arelu import ELSA, AReLU, elsa_gate, register_elsa_variants
 from attnact.units.arelu_function import AReLUFunction, ELSAFunction
-from attnact.units.atac import ATAC, SEActivation
+from attnact.units.atac import (
+    ATAC,
+    SEActivation,
+    memory_efficient_enabled,
+    memory_efficient_mode,
+    set_memory_efficient,
+)
+from attnact.units.atac_function import ATACFunction
 from attnact.units.convert import ConversionReport, ReplacedSite, SkippedSite, convert_activations
 from attnact.units.fused import fused_status, set_fused
 from attnact.units.registry import (
@@ -22,6 +29,7 @@ __all__ = [
     "ELSA",
     "AReLU",
     "AReLUFunction",
+    "ATACFunction",
     "ActivationSpec",
     "ConversionReport",
     "ELSAFunction",
@@ -34,6 +42,9 @@ __all__ = [
     "elsa_gate",
     "fused_status",
     "list_activations",
+    "memory_efficient_enabled",
+    "memory_efficient_mode",
     "register_activation",
     "set_fused",
+    "set_memory_efficient",
 ]
