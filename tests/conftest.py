@@ -1,12 +1,21 @@
-"""One intra-op thread per test process (the suite runs under `pytest -n 2` on 2 cores).
+"""One intra-op thread per test process (the suite runs under `pytest -n 2` on 2 cores), and
+AReLU/ELSA kernels eager unless a test turns compilation on.
 
 Their tensors are tiny, so threads buy nothing, and on a shared 2-core machine (or under
 ``pytest -n 2``) two OpenMP threads per process spin-wait on each other: a batch-2 ResNet-50
 forward/backward measured 0.2 s with one thread and 2-3 s with two under load.
+
+The fused kernels compile on first use (about 18 s cold on this machine); the eager path computes
+the same values, so tests (and the subprocesses they start) run it, and only tests marked ``slow``
+compile (``attnact.set_fused(True)`` inside the test).
 """
+
+import os
 
 import pytest
 import torch
+
+os.environ.setdefault("ATTNACT_NO_COMPILE", "1")
 
 
 @pytest.fixture(autouse=True)

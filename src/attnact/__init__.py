@@ -5,6 +5,7 @@ Implements ATAC (Dai et al., "Attention as Activation", ICPR 2020) and AReLU / E
 a registry and a converter that puts any of them into an existing model.
 """
 
+from attnact.fuse import fuse_for_inference
 from attnact.models import create_model, list_models, model_spec
 from attnact.units import (
     ATAC,
@@ -19,7 +20,10 @@ from attnact.units import (
     convert_activations,
     create_act_layer,
     list_activations,
+    memory_efficient_mode,
     register_activation,
+    set_fused,
+    set_memory_efficient,
 )
 
 __version__ = "0.1.0"
@@ -38,8 +42,12 @@ __all__ = [
     "convert_activations",
     "create_act_layer",
     "create_model",
+    "fuse_for_inference",
     "list_activations",
     "list_models",
+    "memory_efficient_mode",
     "model_spec",
     "register_activation",
+    "set_fused",
+    "set_memory_efficient",
 ]

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     from attnact.data import add_data_subparser
     from attnact.experiments.cli import add_reproduce_subparser
     from attnact.experiments.compare import DEMO_ACTIVATIONS
+    from attnact.perf.cli import add_bench_subparser
     from attnact.train.cli import add_train_subparser
     from attnact.train.config import list_presets
 
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_subparser(sub)
     add_reproduce_subparser(sub)
+    add_bench_subparser(sub)
     return parser
 
 

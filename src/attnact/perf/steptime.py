@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["relative_step_times"]
+__all__ = ["interleaved_medians", "relative_step_times"]
 
 
 def _make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
@@ -54,14 +54,24 @@ def relative_step_times(
     if rounds < 1 or warmup < 0:
         raise ValueError(f"rounds must be >= 1 and warmup >= 0, got {rounds} and {warmup}")
     steps = {name: _make_step(build().train(), x, y) for name, build in factories.items()}
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    medians = interleaved_medians(steps, rounds=rounds, warmup=warmup)
     return {name: medians[name] / medians[baseline] for name in medians}
+
+
+def interleaved_medians(
+    calls: Mapping[str, Callable[[], object]], *, rounds: int = 15, warmup: int = 3
+) -> dict[str, float]:
+    """Median seconds of each call over ``rounds`` interleaved rounds (A, B, C, A, B, C, …)
+    after ``warmup`` untimed calls each. Absolute values are for ratios only."""
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"rounds must be >= 1 and warmup >= 0, got {rounds} and {warmup}")
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}

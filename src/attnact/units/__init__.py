@@ -3,8 +3,17 @@
 # Import order matters only in that ELSA variants are generated last, over everything registered.
 from attnact.units import classic, learnable, maxout, xunit  # noqa: F401  (registration)
 from attnact.units.arelu import ELSA, AReLU, elsa_gate, register_elsa_variants
-from attnact.units.atac import ATAC, SEActivation
+from attnact.units.arelu_function import AReLUFunction, ELSAFunction
+from attnact.units.atac import (
+    ATAC,
+    SEActivation,
+    memory_efficient_enabled,
+    memory_efficient_mode,
+    set_memory_efficient,
+)
+from attnact.units.atac_function import ATACFunction
 from attnact.units.convert import ConversionReport, ReplacedSite, SkippedSite, convert_activations
+from attnact.units.fused import fused_status, set_fused
 from attnact.units.registry import (
     ActivationSpec,
     activation_spec,
@@ -19,8 +28,11 @@ __all__ = [
     "ATAC",
     "ELSA",
     "AReLU",
+    "AReLUFunction",
+    "ATACFunction",
     "ActivationSpec",
     "ConversionReport",
+    "ELSAFunction",
     "ReplacedSite",
     "SEActivation",
     "SkippedSite",
@@ -28,6 +40,11 @@ __all__ = [
     "convert_activations",
     "create_act_layer",
     "elsa_gate",
+    "fused_status",
     "list_activations",
+    "memory_efficient_enabled",
+    "memory_efficient_mode",
     "register_activation",
+    "set_fused",
+    "set_memory_efficient",
 ]

@@ -15,6 +15,31 @@ prints α where C(α) is meant). Autograd of the composition below gives exactly
 
 ELSA as a plug-in (Sec. 4.6): F(x) = A(x) + L(x, α, β) for any activation A. The authors'
 published ELSA code multiplies by the raw α and β; we follow the paper (C(α), σ(β)).
+
+Two implementations compute the same values and gradients:
+
+* the reference — :func:`arelu_reference`, :func:`elsa_reference` — a plain composition of torch
+  ops; autograd saves two float tensors and a mask per unit. It stays in the package because the
+  tests and the benchmark compare against it, and because it is what an outer ``torch.compile``,
+  ``torch.func`` transforms and ``torch.fx`` tracing should see (below);
+* the Functions of :mod:`attnact.units.arelu_function`, which save one activation-sized tensor
+  and run fused (compiled) kernels: :func:`arelu` and :func:`elsa`, and the modules by default.
+
+``implementation="auto"`` (the default of :class:`AReLU`, :class:`ELSA`, :func:`arelu`,
+:func:`elsa`) takes the Function except where the reference is the better or the only correct
+choice:
+
+* inside an outer ``torch.compile``: dynamo and inductor fuse the reference themselves and choose
+  what to save (their partitioner recomputes cheap element-wise ops); a nested compiled kernel
+  would only hide the unit from them;
+* under ``torch.func`` transforms (MAML's ``vmap`` of ``grad`` of ``grad``): the reference is
+  plain differentiable ops, which every transform supports;
+* ``torch.fx`` symbolic tracing (the argument is a Proxy, not a tensor);
+* α or β broadcasting to a larger shape than x (the output would not be x-sized);
+* ELSA only: a wrapped activation that cannot be recomputed in backward (BatchNorm in training,
+  RReLU or dropout in training) or that changes the channel count (Maxout).
+
+``implementation="function"`` forces the Function (benchmarks), ``"reference"`` the composition.
 """
 
 from __future__ import annotations
@@ -25,6 +50,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnact._checks import check_choice
+from attnact.units.arelu_function import (
+    ALPHA_RANGE,
+    ELSA_FORWARD,
+    AReLUFunction,
+    ELSAFunction,
+)
 from attnact.units.registry import (
     _REGISTRY,
     create_act_layer,
@@ -32,9 +64,20 @@ from attnact.units.registry import (
     register_activation,
 )
 
-__all__ = ["ALPHA_RANGE", "ELSA", "AReLU", "arelu", "elsa_gate", "register_elsa_variants"]
+__all__ = [
+    "ALPHA_RANGE",
+    "ELSA",
+    "IMPLEMENTATIONS",
+    "AReLU",
+    "arelu",
+    "arelu_reference",
+    "elsa",
+    "elsa_gate",
+    "elsa_reference",
+    "register_elsa_variants",
+]
 
-ALPHA_RANGE = (0.01, 0.99)  # C(·) of Eq. (3): the clamp applied to α
+IMPLEMENTATIONS = ("auto", "function", "reference")
 
 
 def elsa_gate(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -44,7 +87,7 @@ def elsa_gate(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch
     return x * torch.where(x >= 0, pos, neg)
 
 
-def arelu(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+def arelu_reference(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """F(x, α, β) of Eq. (7) as one multiply by a sign-selected slope (the reference composition).
 
     Equal to ``relu(x) + elsa_gate(x, alpha, beta)``; folding R into the positive slope saves a
@@ -53,6 +96,98 @@ def arelu(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Ten
     neg = alpha.clamp(*ALPHA_RANGE).to(x.dtype)
     pos = (1.0 + torch.sigmoid(beta)).to(x.dtype)
     return x * torch.where(x >= 0, pos, neg)
+
+
+def elsa_reference(
+    x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, activation: Callable[..., Any]
+) -> torch.Tensor:
+    """A(x) + L(x, α, β) (Sec. 4.6) as a plain composition (the reference)."""
+    return activation(x) + elsa_gate(x, alpha, beta)
+
+
+def _outer_context() -> bool:
+    """An outer torch.compile or torch.func transform is tracing: the reference belongs there."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
+def _function_fits(x: Any, *params: torch.Tensor) -> bool:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or _outer_context():
+        return False
+    try:
+        return torch.broadcast_shapes(x.shape, *(p.shape for p in params)) == x.shape
+    except RuntimeError:
+        return False
+
+
+def arelu(
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    inplace: bool = False,
+    implementation: str = "auto",
+) -> torch.Tensor:
+    """F(x, α, β) of Eq. (7), by :class:`AReLUFunction` or the reference (module docstring).
+
+    ``inplace=True`` writes the result into x where the Function runs; the reference ignores it
+    (use the return value either way).
+    """
+    if implementation == "function" or (
+        implementation == "auto" and _function_fits(x, alpha, beta)
+    ):
+        return AReLUFunction.apply(x, alpha, beta, inplace)
+    check_choice("implementation", implementation, IMPLEMENTATIONS)
+    return arelu_reference(x, alpha, beta)
+
+
+def _recompute_unsafe(activation: nn.Module) -> str | None:
+    """Why ``activation`` must not be recomputed in backward, or None."""
+    for m in activation.modules():
+        if not m.training:
+            continue
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
+            return f"{type(m).__name__} in training mode updates its running statistics"
+        if isinstance(m, (nn.modules.dropout._DropoutNd, nn.RReLU)):
+            return f"{type(m).__name__} in training mode is random"
+    return None
+
+
+def _needs_grad(x: torch.Tensor, tensors: list[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and (
+        x.requires_grad or any(t.requires_grad for t in tensors)
+    )
+
+
+def elsa(
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    activation: nn.Module,
+    inplace: bool = False,
+    implementation: str = "auto",
+) -> torch.Tensor:
+    """A(x) + L(x, α, β) for an element-wise activation module A, by :class:`ELSAFunction` or
+    the reference (module docstring).
+
+    ``inplace=True`` writes into x only when no gradient is needed: with autograd recording, the
+    Function saves x, so the result must go elsewhere. (``ELSA("relu")`` does not switch to
+    AReLU's closed form, which saves y and works in place: at x = 0 torch's ReLU has slope 0, so
+    the two differ in ∂/∂x there; use :class:`AReLU` for the closed form.)
+    """
+    check_choice("implementation", implementation, IMPLEMENTATIONS)
+    if implementation == "reference":
+        return elsa_reference(x, alpha, beta, activation)
+    if implementation == "auto" and (
+        not _function_fits(x, alpha, beta) or _recompute_unsafe(activation) is not None
+    ):
+        return elsa_reference(x, alpha, beta, activation)
+    named = [*activation.named_parameters(), *activation.named_buffers()]
+    tensors = [t for _, t in named]
+    if inplace and not _needs_grad(x, [alpha, beta, *tensors]):
+        with torch.no_grad():
+            a = activation(x)
+            if a.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
+                return ELSA_FORWARD(a, x, alpha, beta, True)
+    return ELSAFunction.apply(x, alpha, beta, activation, [n for n, _ in named], *tensors)
 
 
 def _check_scalar(name: str, value: float) -> float:
@@ -76,22 +211,38 @@ class AReLU(nn.Module):
     Args:
         alpha: initial α (raw; the forward uses C(α), clamped to [0.01, 0.99]). Paper: 0.9.
         beta: initial β (raw; the forward uses 1 + σ(β)). Paper: 2.0.
-        inplace: accepted for ``act_layer=`` compatibility; ignored.
+        inplace: write the output into the input's storage, like ``nn.ReLU(inplace=True)``
+            (where the Function runs; see :func:`arelu`).
+        implementation: ``"auto"`` (the autograd Function that saves only the output, or the
+            reference where that fits better), ``"function"`` or ``"reference"``; see the
+            module docstring.
 
     Parameters ``alpha`` and ``beta`` (shape (1,), as in the authors' checkpoints) hold the raw,
     unconstrained values. Works on inputs of any shape.
     """
 
-    def __init__(self, alpha: float = 0.9, beta: float = 2.0, inplace: bool = False) -> None:
+    # class-level defaults keep modules pickled before these attributes existed loadable
+    inplace: bool = False
+    implementation: str = "auto"
+
+    def __init__(
+        self,
+        alpha: float = 0.9,
+        beta: float = 2.0,
+        inplace: bool = False,
+        implementation: str = "auto",
+    ) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.tensor([_check_scalar("alpha", alpha)]))
         self.beta = nn.Parameter(torch.tensor([_check_scalar("beta", beta)]))
+        self.inplace = bool(inplace)
+        self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return arelu(x, self.alpha, self.beta)
+        return arelu(x, self.alpha, self.beta, self.inplace, self.implementation)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha.item():.4g}, beta={self.beta.item():.4g}"
+        return f"alpha={self.alpha.item():.4g}, beta={self.beta.item():.4g}" + _options(self)
 
 
 class ELSA(nn.Module):
@@ -101,13 +252,19 @@ class ELSA(nn.Module):
         activation: a registered name, an activation class, or a module instance to wrap.
         alpha, beta: initial raw values of ELSA's two parameters (paper: 0.9 and 2.0).
         channels: channel count, passed on to activations that need it (e.g. ``"atac"``).
-        inplace: accepted for ``act_layer=`` compatibility; ignored.
+        inplace: write the output into the input's storage where that is possible (see
+            :func:`elsa`); otherwise ignored.
+        implementation: ``"auto"``, ``"function"`` or ``"reference"`` (module docstring).
         **act_kwargs: forwarded to the activation's constructor.
 
     ``ELSA("relu")`` computes exactly AReLU. For an activation that changes the channel count
     (Maxout), each output equals one selected input element, so L is applied to that selected
-    element: F(x) = A(x) + L(A(x)).
+    element: F(x) = A(x) + L(A(x)); that case always runs the reference composition.
+    A module instance given as ``activation`` must not work in place: ELSA reads x after it.
     """
+
+    inplace: bool = False
+    implementation: str = "auto"
 
     def __init__(
         self,
@@ -116,12 +273,18 @@ class ELSA(nn.Module):
         beta: float = 2.0,
         channels: int | None = None,
         inplace: bool = False,
+        implementation: str = "auto",
         **act_kwargs: Any,
     ) -> None:
         super().__init__()
         if isinstance(activation, nn.Module):
             if act_kwargs:
                 raise ValueError("activation keyword arguments need a name or class, not a module")
+            if _works_in_place(activation):
+                raise ValueError(
+                    f"activation {type(activation).__name__} works in place, but ELSA needs its "
+                    f"input after the activation: pass it with inplace=False"
+                )
             self.activation = activation
         else:
             self.activation = create_act_layer(activation, channels=channels, **act_kwargs)
@@ -129,6 +292,8 @@ class ELSA(nn.Module):
         self.beta = nn.Parameter(torch.tensor([_check_scalar("beta", beta)]))
         out_channels = getattr(self.activation, "out_channels", None)
         self._gate_after = callable(out_channels)  # channel-changing units such as Maxout
+        self.inplace = bool(inplace)
+        self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
         if self._gate_after:
             # Hosts widen the layer before a channel-changing unit by its pool size (ActPlan);
             # ELSA changes the channels exactly as the unit it wraps, so it says the same.
@@ -136,11 +301,27 @@ class ELSA(nn.Module):
             self.pool_size = getattr(self.activation, "pool_size", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.activation(x)
-        return y + elsa_gate(y if self._gate_after else x, self.alpha, self.beta)
+        if self._gate_after:
+            y = self.activation(x)
+            return y + elsa_gate(y, self.alpha, self.beta)
+        return elsa(x, self.alpha, self.beta, self.activation, self.inplace, self.implementation)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha.item():.4g}, beta={self.beta.item():.4g}"
+        return f"alpha={self.alpha.item():.4g}, beta={self.beta.item():.4g}" + _options(self)
+
+
+def _works_in_place(m: nn.Module) -> bool:
+    """torch.nn's activations and attnact's AReLU/ELSA honour ``inplace=True``; attnact's other
+    units accept the flag and ignore it."""
+    if getattr(m, "inplace", False) is not True:
+        return False
+    return isinstance(m, (AReLU, ELSA)) or type(m).__module__.startswith("torch.nn.")
+
+
+def _options(m: AReLU | ELSA) -> str:
+    inplace = ", inplace=True" if m.inplace else ""
+    impl = f", implementation={m.implementation!r}" if m.implementation != "auto" else ""
+    return inplace + impl
 
 
 def _elsa_factory(base: str) -> Callable[..., nn.Module]:

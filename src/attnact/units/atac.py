@@ -7,17 +7,175 @@
 PWConv₁ maps C → C/r channels and PWConv₂ maps C/r → C, both 1×1 and without bias; B is batch
 normalisation, δ is ReLU and σ the sigmoid. The unit replaces a ReLU ("fully attentional network").
 Compared with a 3×3 convolution C → C it adds 2C²/r weights, i.e. 2/(9r) of the convolution.
+
+Three paths compute the same values and gradients (issue #6):
+
+* the reference — :meth:`ATAC.gate` times x — the plain composition of ``torch.nn`` modules.
+  Autograd saves x, z₁ (conv1 out), a (ReLU out), z₂ (conv2 out) and σ's output: four
+  activation-sized tensors at r = 2 where a ReLU saves one. It stays in the package because the
+  tests and the benchmark compare against it, and because it is what an outer ``torch.compile``,
+  ``torch.func`` transforms and ``torch.fx`` tracing should see;
+* the fast path (the default): :class:`~attnact.units.atac_function.ATACFunction`, which runs the
+  convolutions as GEMMs over the channel dimension, fuses BatchNorm (folded to a per-channel
+  scale and shift) with δ, and with σ and the product with x, and saves x, z₁ and z₂;
+* the memory-efficient path: the same Function saving only x (and per-channel statistics) and
+  recomputing the gate in backward — ``ATAC(..., memory_efficient=True)``, or for every ATAC
+  built with ``memory_efficient=None`` (the default): :func:`set_memory_efficient`,
+  :func:`memory_efficient_mode` or the environment variable ``ATTNACT_MEMORY_EFFICIENT=1``. The
+  switch is read at every forward, so it changes the path of existing modules too.
+
+BatchNorm keeps ``nn.BatchNorm2d``'s semantics on every path: in training the batch statistics
+(biased variance) normalise, and running_mean/running_var are updated once per forward with the
+module's momentum (cumulative average when momentum is None), num_batches_tracked counts up;
+``track_running_stats=False`` or missing running statistics mean batch statistics in eval too.
+
+``implementation="auto"`` (the default) takes the Function except where the reference is the
+better or the only correct choice: ``use_global=True`` (SEActivation: its gate is N×C, and
+the reference already saves just x besides it); inside an outer ``torch.compile`` (inductor fuses
+the reference itself) or ``torch.func`` transforms; a non-tensor input (``torch.fx`` tracing);
+autocast; dtypes other than float32/float64; devices other than CPU and CUDA (e.g. the meta
+tensors of shape and FLOP probes); submodules replaced or changed (a SyncBatchNorm, a convolution
+with bias, ...) or carrying hooks, module-level or global (``FlopCounterMode``'s module
+tracker), which the Function would bypass; one value per channel in training (so the reference
+raises BatchNorm's own error). ``"function"`` takes the Function wherever its structure fits
+(same submodules, dtypes, no autocast), also under an outer compile or with hooks, which it then
+bypasses (benchmarks); ``"reference"`` the composition.
+:meth:`ATAC.path_for` says which path a given input takes.
+
+Double backward (``create_graph=True``) needs ``implementation="reference"``: the Function's
+backward treats the batch statistics as constants and refuses to be differentiated.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from attnact._checks import check_positive_int
+from attnact._checks import check_choice, check_positive_int
+from attnact.units.atac_function import ATACFunction, BNConfig
 from attnact.units.registry import register_activation
 
-__all__ = ["ATAC", "SEActivation"]
+__all__ = [
+    "ATAC",
+    "ATAC_PATHS",
+    "IMPLEMENTATIONS",
+    "SEActivation",
+    "memory_efficient_enabled",
+    "memory_efficient_mode",
+    "set_memory_efficient",
+]
+
+IMPLEMENTATIONS = ("auto", "function", "reference")
+ATAC_PATHS = ("fast", "memory_efficient", "reference")
+ENV_MEMORY_EFFICIENT = "ATTNACT_MEMORY_EFFICIENT"
+
+_me_forced: bool | None = None  # set_memory_efficient(); None: follow the environment variable
+
+
+def _check_switch(name: str, value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{name} must be True, False or None, got {value!r}")
+    return value
+
+
+def set_memory_efficient(enabled: bool | None) -> None:
+    """Make every ATAC built with ``memory_efficient=None`` (the default) take the
+    memory-efficient path (``True``: saves only its input, recomputes the gate in backward) or
+    the fast path (``False``), from its next forward on.
+
+    ``None`` restores the default: off, unless the environment variable
+    ``ATTNACT_MEMORY_EFFICIENT`` is set to a non-empty value other than ``0``. Modules built with
+    ``memory_efficient=True`` or ``False`` keep their own choice.
+    """
+    global _me_forced
+    _me_forced = _check_switch("enabled", enabled)
+
+
+def memory_efficient_enabled() -> bool:
+    """The global switch of :func:`set_memory_efficient` (or the environment variable)."""
+    if _me_forced is not None:
+        return _me_forced
+    return os.environ.get(ENV_MEMORY_EFFICIENT, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def memory_efficient_mode(enabled: bool = True) -> Iterator[None]:
+    """``with memory_efficient_mode(): ...`` — :func:`set_memory_efficient` for a block only
+    (forward calls inside it choose their path; their backward follows that choice)."""
+    global _me_forced
+    _check_switch("enabled", enabled)
+    before = _me_forced
+    _me_forced = enabled
+    try:
+        yield
+    finally:
+        _me_forced = before
+
+
+def _is_pointwise_conv(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.bias is None
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
+
+
+def _is_plain_batchnorm(bn: nn.Module) -> bool:
+    # a subclass that overrides forward, or SyncBatchNorm (statistics across processes), is not
+    return (
+        isinstance(bn, nn.BatchNorm2d)
+        and type(bn).forward is _BatchNorm.forward
+        and bn.affine
+        and (bn.running_mean is None) == (bn.running_var is None)
+    )
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return any(
+        getattr(m, name, None)
+        for name in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+        )
+    )
+
+
+def _global_module_hooks() -> bool:
+    mod = nn.modules.module
+    return any(
+        getattr(mod, name, None)
+        for name in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
+
+
+def _bn_call(bn: nn.BatchNorm2d) -> tuple[BNConfig, torch.Tensor | None, torch.Tensor | None]:
+    """What ``nn.BatchNorm2d.forward`` would do for this call, with its side effect on
+    num_batches_tracked (the same steps, in the same order, as ``_BatchNorm.forward``)."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    use_running = not bn.training or bn.track_running_stats
+    mean = bn.running_mean if use_running else None
+    var = bn.running_var if use_running else None
+    return BNConfig(batch_stats, factor, bn.eps), mean, var
 
 
 @register_activation(
@@ -38,11 +196,19 @@ class ATAC(nn.Module):
         use_global: global-average-pool the input before PWConv₁, so one gate per channel is
             broadcast over H×W. This is the SEActivation unit of the paper's Fig. 3.
         inplace: accepted for ``act_layer=`` compatibility; ignored (the input is needed twice).
+        memory_efficient: ``True``: save only the input for backward and recompute the gate
+            there; ``False``: the fast path; ``None`` (default): follow the global switch
+            (:func:`set_memory_efficient`, read at every forward).
+        implementation: ``"auto"``, ``"function"`` or ``"reference"`` (module docstring).
 
     The state_dict keys ``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*`` are part of the
     public API. Inputs may be (N, C), (N, C, L) or (N, C, H, W); point-wise convolutions act on
     every position alike, so lower-rank inputs are viewed as N×C×1×1 or N×C×L×1.
     """
+
+    # class-level defaults keep modules pickled before these attributes existed loadable
+    memory_efficient: bool | None = None
+    implementation: str = "auto"
 
     def __init__(
         self,
@@ -51,9 +217,18 @@ class ATAC(nn.Module):
         use_relu: bool = True,
         use_global: bool = False,
         inplace: bool = False,
+        memory_efficient: bool | None = None,
+        implementation: str = "auto",
     ) -> None:
         super().__init__()
         check_positive_int("channels", channels)
+        check_choice("implementation", implementation, IMPLEMENTATIONS)
+        _check_switch("memory_efficient", memory_efficient)
+        if memory_efficient and implementation == "reference":
+            raise ValueError(
+                "memory_efficient=True needs implementation 'auto' or 'function', "
+                "got implementation='reference'"
+            )
         if r <= 0:
             raise ValueError(f"r (the reduction ratio) must be positive, got {r!r}")
         inter = int(channels // r)
@@ -67,6 +242,8 @@ class ATAC(nn.Module):
         self.inter_channels = inter
         self.use_relu = use_relu
         self.use_global = use_global
+        self.memory_efficient = memory_efficient
+        self.implementation = implementation
         self.conv1 = nn.Conv2d(channels, inter, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(inter)
         self.conv2 = nn.Conv2d(inter, channels, kernel_size=1, bias=False)
@@ -87,17 +264,75 @@ class ATAC(nn.Module):
                 f"ATAC was built for {self.channels} channels (dim 1), got input of shape {shape}"
             )
         if x.dim() == 4:
-            return self.gate(x) * x
+            return self._forward4(x)
         if x.dim() > 4:
             raise ValueError(f"ATAC takes inputs of rank 2 to 4, got shape {tuple(x.shape)}")
         x4 = x.reshape(*x.shape, *([1] * (4 - x.dim())))
-        return (self.gate(x4) * x4).reshape(x.shape)
+        return self._forward4(x4).reshape(x.shape)
+
+    def _forward4(self, x4: torch.Tensor) -> torch.Tensor:
+        path = self.path_for(x4)
+        if path == "reference":
+            return self.gate(x4) * x4
+        bn1, rm1, rv1 = _bn_call(self.bn1)
+        bn2, rm2, rv2 = _bn_call(self.bn2)
+        params = (self.conv1.weight, self.bn1.weight, self.bn1.bias,
+                  self.conv2.weight, self.bn2.weight, self.bn2.bias)
+        recording = torch.is_grad_enabled() and (
+            x4.requires_grad or any(p.requires_grad for p in params)
+        )
+        w1, g1, b1, w2, g2, b2 = params
+        return ATACFunction.apply(
+            x4, w1, g1, b1, w2, g2, b2, rm1, rv1, rm2, rv2, bn1, bn2, self.use_relu,
+            path == "memory_efficient" or not recording,
+        )
+
+    def path_for(self, x: torch.Tensor) -> str:
+        """``"fast"``, ``"memory_efficient"`` or ``"reference"``: the path ``forward(x)`` takes now
+        (it depends on the module's settings and modes, the global switch and the input)."""
+        if self.implementation == "reference" or self._reference_needed(x):
+            return "reference"
+        me = self.memory_efficient
+        if me is None:
+            me = memory_efficient_enabled()
+        return "memory_efficient" if me else "fast"
+
+    def _reference_needed(self, x: object) -> bool:
+        if self.use_global or not isinstance(x, torch.Tensor):
+            return True
+        auto = self.implementation == "auto"
+        if auto and (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()):
+            return True
+        if x.dtype not in (torch.float32, torch.float64) or x.numel() == 0:
+            return True
+        if x.device.type not in ("cpu", "cuda"):  # meta (shape/FLOP probes) and the untested
+            return True
+        if torch.is_autocast_enabled(x.device.type):
+            return True
+        if not (_is_pointwise_conv(self.conv1) and _is_pointwise_conv(self.conv2)):
+            return True
+        if not (_is_plain_batchnorm(self.bn1) and _is_plain_batchnorm(self.bn2)):
+            return True
+        for p in (self.conv1.weight, self.conv2.weight, self.bn1.weight, self.bn1.bias,
+                  self.bn2.weight, self.bn2.bias):
+            if p.dtype != x.dtype or p.device != x.device:
+                return True
+        batch_stats = any(bn.training or bn.running_mean is None for bn in (self.bn1, self.bn2))
+        if batch_stats and x.numel() // x.shape[1] <= 1:
+            return True  # BatchNorm raises its own error for one value per channel
+        # hooks on the submodules would be bypassed by the Function
+        return auto and (_global_module_hooks() or any(map(_has_hooks, self.children())))
 
     def extra_repr(self) -> str:
-        return (
+        s = (
             f"channels={self.channels}, r={self.r}, use_relu={self.use_relu}, "
             f"use_global={self.use_global}"
         )
+        if self.memory_efficient is not None:
+            s += f", memory_efficient={self.memory_efficient}"
+        if self.implementation != "auto":
+            s += f", implementation={self.implementation!r}"
+        return s
 
 
 @register_activation(

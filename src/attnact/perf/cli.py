@@ -1,0 +1,66 @@
+"""``attnact bench``: see :mod:`attnact.perf.bench`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+__all__ = ["add_bench_subparser"]
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from attnact.perf.bench import HOSTS, VARIANTS, run_bench, timestamp, write_bench
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    wanted = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    variants = [v for v in VARIANTS if wanted is None or v.label in wanted or v.act in wanted]
+    if wanted is not None and not any(v.label != "relu" for v in variants):
+        raise ValueError(f"--variants {args.variants}: none known (labels: "
+                         f"{', '.join(v.label for v in VARIANTS)})")
+    if not any(v.label == "relu" for v in variants):
+        variants.insert(0, VARIANTS[0])
+    unknown = [h for h in hosts if h not in HOSTS]
+    if unknown:
+        raise ValueError(f"--hosts: unknown {unknown} (allowed: {', '.join(HOSTS)})")
+    results = run_bench(hosts, variants, rounds=args.rounds, warmup=args.warmup,
+                        log=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    command = "attnact bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    files = write_bench(results, args.out, name=args.name or f"bench-{timestamp()}",
+                        command=command.strip(), rounds=args.rounds)
+    print(files["md"].read_text())
+    for kind, path in files.items():
+        print(f"{kind:<5} {path}")
+    return 0
+
+
+def add_bench_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "bench",
+        help="time and memory of the units and whole models, as ratios to ReLU",
+        description=(
+            "Training-step time, inference time and bytes saved for backward of each unit "
+            "variant (fast, memory-efficient, reference) alone and in whole models, as ratios "
+            "to ReLU and to the unit's reference implementation, measured side by side in one "
+            "process (medians of interleaved rounds). Writes <out>/<name>.json and .md."
+        ),
+    )
+    p.add_argument("--hosts", default="unit,resnet_cifar_b3,mnist_conv,resnet50_v1b",
+                   help="comma-separated: unit, resnet_cifar_b3, mnist_conv, resnet50_v1b")
+    p.add_argument("--variants", help="comma-separated labels or unit names (default: all)")
+    p.add_argument("--rounds", type=int, default=15, help="timed interleaved rounds")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per variant first")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    p.add_argument("--out", default="benchmarks", help="output directory")
+    p.add_argument("--name", help="file name stem (default: bench-<timestamp>)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_bench)
+    return p

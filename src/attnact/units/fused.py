@@ -1,0 +1,159 @@
+"""Small element-wise kernels compiled lazily with ``torch.compile``, with an eager fallback.
+
+Why: on element-wise units, passes over memory — not FLOPs — set the time. AReLU written as
+eager torch ops inside an autograd Function costs one pass per op (measured 1.80× a ReLU
+network's step, DESIGN.md); the same Function calling one compiled forward kernel and one
+compiled backward kernel (with its two reductions) measured 1.07×. So each kernel here is a plain
+torch function that is correct when run eagerly and is handed to ``torch.compile`` on first use.
+
+When the compiled kernel is not used (the function simply runs eagerly):
+
+* ``ATTNACT_NO_COMPILE=1`` in the environment, or :func:`set_fused` ``(False)``;
+* compilation is unavailable: dynamo does not support this Python, or on CPU no C++ compiler is
+  on ``PATH`` (inductor generates C++; with none it fails on every call);
+* compilation failed once for this kernel on this device type (a warning names the error, then
+  the kernel stays eager for that device type);
+* the call happens where a nested compiled call would not help or not work: inside an outer
+  ``torch.compile`` (which fuses the whole graph itself), under ``torch.func`` transforms, or
+  while a ``TorchDispatchMode`` (e.g. ``FlopCounterMode``) is active;
+* grad mode is on (a backward with ``create_graph=True``): the eager ops then record the graph
+  that double backward needs.
+
+Compiling costs seconds, once per process: on a loaded 2-core CPU machine the first AReLU
+forward took 10-18 s with inductor's on-disk cache cold (mostly starting inductor and the C++
+compiler) and 3 s with it warm; each further kernel about 1 s; the first call with a new shape
+recompiles once (about 2 s) with dynamic sizes, which then serve every later shape.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["FusedKernel", "fused_enabled", "fused_status", "set_fused"]
+
+ENV_NO_COMPILE = "ATTNACT_NO_COMPILE"
+
+_forced: bool | None = None  # set_fused(); None: follow the environment variable
+_KERNELS: list[FusedKernel] = []
+
+
+def set_fused(enabled: bool | None) -> None:
+    """Turn the compiled kernels of AReLU and ELSA on (``True``) or off (``False``).
+
+    ``None`` restores the default: on, unless the environment variable ``ATTNACT_NO_COMPILE`` is
+    set to a non-empty value other than ``0``. Off, the same autograd Functions run their
+    kernels as eager torch ops (same results, more passes over memory).
+    """
+    global _forced
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValueError(f"enabled must be True, False or None, got {enabled!r}")
+    _forced = enabled
+
+
+def fused_enabled() -> bool:
+    """Whether the kernels are asked to compile (the switch, not whether compiling works)."""
+    if _forced is not None:
+        return _forced
+    return os.environ.get(ENV_NO_COMPILE, "") in ("", "0")
+
+
+def _cxx_compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _compile_unavailable(device_type: str) -> str | None:
+    """Why ``torch.compile`` cannot work for this device type here, or None if it may."""
+    try:
+        import torch._dynamo as dynamo
+
+        if not dynamo.is_dynamo_supported():
+            return f"torch.compile does not support Python {sys.version.split()[0]}"
+    except Exception as exc:  # a broken or partial torch install: stay eager, say why
+        return f"torch._dynamo does not import ({type(exc).__name__}: {exc})"
+    if device_type == "cpu" and sys.platform != "win32" and _cxx_compiler() is None:
+        return "inductor needs a C++ compiler for CPU kernels and none is on PATH"
+    return None
+
+
+def _nested_call_unsafe() -> bool:
+    """True where a call into a separately compiled function must not happen."""
+    if torch.compiler.is_compiling():
+        return True
+    if torch._C._are_functorch_transforms_active():
+        return True
+    return torch._C._len_torch_dispatch_stack() > 0
+
+
+class FusedKernel:
+    """``fn`` run through ``torch.compile`` when possible, else eagerly (same results).
+
+    ``fn`` must be a pure function of its tensor arguments except for in-place updates it makes
+    explicitly; it may take Python flags, which become guards of the compiled code.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self._compiled: Callable[..., Any] | None = None
+        self.unavailable: dict[str, str] = {}  # device type -> why this kernel stays eager
+        _KERNELS.append(self)
+
+    def _use_compiled(self, device_type: str) -> bool:
+        if not fused_enabled() or torch.is_grad_enabled() or _nested_call_unsafe():
+            return False
+        if device_type not in self.unavailable:
+            reason = _compile_unavailable(device_type)
+            if reason is None:
+                return True
+            self.unavailable[device_type] = reason
+        return False
+
+    def __call__(self, x: torch.Tensor, *args: Any) -> Any:
+        device_type = x.device.type
+        if not self._use_compiled(device_type):
+            return self.fn(x, *args)
+        if self._compiled is None:
+            # dynamic=None: the first shape compiles static; a second shape recompiles once
+            # with dynamic sizes, which then serves every later shape.
+            self._compiled = torch.compile(self.fn, fullgraph=True)
+        try:
+            return self._compiled(x, *args)
+        except Exception as exc:
+            # Run eagerly first: bad inputs raise their own error here and do not switch the
+            # kernel off; otherwise compiling failed, and the kernel stays eager on this device.
+            out = self.fn(x, *args)
+            self.unavailable[device_type] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            warnings.warn(
+                f"attnact: torch.compile of the {self.__name__} kernel failed on {device_type} "
+                f"({self.unavailable[device_type]}); running it eagerly from now on "
+                f"(set {ENV_NO_COMPILE}=1 to skip compiling)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return out
+
+    def reset(self) -> None:
+        """Forget compiled code and failures (tests; after installing a compiler)."""
+        self._compiled = None
+        self.unavailable.clear()
+
+
+def fused_status() -> dict[str, Any]:
+    """What the kernels will do: the switch, the C++ compiler found, and per kernel the device
+    types on which it runs eagerly and why."""
+    return {
+        "enabled": fused_enabled(),
+        "cxx_compiler": _cxx_compiler(),
+        "eager": {k.__name__: dict(k.unavailable) for k in _KERNELS if k.unavailable},
+    }

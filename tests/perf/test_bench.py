@@ -1,0 +1,78 @@
+"""attnact bench: the saved-bytes counter against hand counts, the bench rows (ReLU = 1, the
+AReLU Function saving what ReLU saves), skipped variants, the files and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from attnact.cli import main
+from attnact.perf import bench
+from attnact.perf.bench import Host, Variant, run_bench, saved_bytes, write_bench
+
+
+def test_saved_bytes_counts_each_storage_once_and_leaves_out_parameters():
+    x = torch.randn(4, 8, requires_grad=True)
+    # ReLU saves its output: 32 floats.
+    assert saved_bytes(lambda: torch.relu(x)) == 4 * 8 * 4
+    # x * x saves x twice, one storage: counted once.
+    assert saved_bytes(lambda: x * x) == 4 * 8 * 4
+    lin = nn.Linear(8, 3)
+    # Linear saves its input and its weight; the weight is a parameter, left out.
+    assert saved_bytes(lambda: lin(x), exclude=lin.parameters()) == 4 * 8 * 4
+    assert saved_bytes(lambda: lin(x)) == 4 * 8 * 4 + 3 * 8 * 4
+    with torch.no_grad():
+        assert saved_bytes(lambda: torch.relu(x)) == 0
+
+
+@pytest.fixture
+def tiny_hosts(monkeypatch):
+    monkeypatch.setitem(bench.HOSTS, "tiny_unit", Host("tiny_unit", None, (4, 6, 6), 3))
+    monkeypatch.setitem(bench.HOSTS, "tiny_mnist", Host("tiny_mnist", "mnist_conv",
+                                                        (1, 28, 28), 2, channels_last=False))
+
+
+def test_run_bench_rows(tiny_hosts):
+    variants = (Variant("relu", "relu"),
+                Variant("arelu", "arelu", {"implementation": "function"},
+                        reference="arelu (reference)"),
+                Variant("arelu (reference)", "arelu", {"implementation": "reference"}),
+                Variant("bogus", "relu", {"no_such_option": 1}))
+    rows = run_bench(("tiny_unit", "tiny_mnist"), variants, rounds=1, warmup=0)
+    by = {(r.host, r.variant): r for r in rows}
+    assert len(rows) == 8
+    for host in ("tiny_unit", "tiny_mnist"):
+        relu = by[(host, "relu")]
+        assert relu.train_vs_relu == relu.infer_vs_relu == relu.saved_vs_relu == 1.0
+        assert by[(host, "arelu")].train_vs_reference is not None
+        assert by[(host, "arelu (reference)")].train_vs_reference is None
+        assert "no_such_option" in by[(host, "bogus")].skipped
+    # The AReLU Function saves one tensor the size of its input, as ReLU does (issue #6).
+    assert by[("tiny_unit", "arelu")].saved_bytes == by[("tiny_unit", "relu")].saved_bytes
+    assert by[("tiny_unit", "arelu (reference)")].saved_vs_relu > 1.0
+    with pytest.raises(ValueError, match="unknown bench host"):
+        run_bench(("nope",), variants)
+    with pytest.raises(ValueError, match="must include 'relu'"):
+        run_bench(("tiny_unit",), variants[1:])
+
+
+def test_write_bench_and_cli(tiny_hosts, tmp_path, capsys):
+    rows = run_bench(("tiny_unit",), (Variant("relu", "relu"), Variant("tanh", "tanh")),
+                     rounds=1, warmup=0)
+    files = write_bench(rows, tmp_path, name="t", command="attnact bench test", rounds=1)
+    data = json.loads(files["json"].read_text())
+    assert data["meta"]["command"] == "attnact bench test"
+    assert [r["variant"] for r in data["results"]] == ["relu", "tanh"]
+    assert "| tiny_unit | tanh |" in files["md"].read_text()
+    assert main(["bench", "--hosts", "tiny_unit", "--variants", "arelu", "--rounds", "1",
+                 "--warmup", "0", "--out", str(tmp_path), "--name", "cli", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny_unit | relu |" in out and "| tiny_unit | arelu |" in out
+    assert (tmp_path / "cli.json").is_file()
+    assert main(["bench", "--hosts", "nope"]) == 2
+    assert "unknown ['nope']" in capsys.readouterr().err
+    assert main(["bench", "--variants", "xyz", "--hosts", "tiny_unit"]) == 2
+    assert "none known" in capsys.readouterr().err
