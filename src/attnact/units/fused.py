@@ -126,7 +126,7 @@ class FusedKernel:
         if self._compiled is None:
             # dynamic=None: the first shape compiles static; a second shape recompiles once
             # with dynamic sizes, which then serves every later shape.
-            self._compiled = torch.compile(self.fn, fullgraph=True)
+            self._compiled = torch.compile(self.fn, fullgraph=True, dynamic=True)
         try:
             return self._compiled(x, *args)
         except Exception as exc:
