@@ -643,3 +643,27 @@ def test_compiled_kernels_and_outer_compile():
     finally:
         attnact.set_fused(None)
         torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_compiled_kernels_stay_compiled_across_units_and_networks(monkeypatch):
+    """One kernel meets several ranks, layouts, flags and requires_grad states in a process;
+    with dynamo's default limit of 8 variants per function, ATAC's gate kernel fell back to
+    eager (with a warning) during `attnact bench` (a bare unit, then ResNet, then MNIST-Conv)."""
+    from attnact.perf import bench
+    from attnact.units import atac_function
+    from attnact.units.fused import fused_status
+
+    monkeypatch.setitem(bench.HOSTS, "u", bench.Host("u", None, (4, 6, 6), 3))
+    monkeypatch.setitem(bench.HOSTS, "r", bench.Host("r", "resnet_cifar", (3, 16, 16), 2,
+                                                     {"blocks": 1}))
+    monkeypatch.setitem(bench.HOSTS, "m", bench.Host("m", "mnist_conv", (1, 28, 28), 2,
+                                                     channels_last=False))
+    attnact.set_fused(True)
+    try:
+        for kernel in atac_function.KERNELS:
+            kernel.reset()
+        bench.run_bench(("u", "r", "m"), rounds=1, warmup=0)
+        assert fused_status()["eager"] == {}
+    finally:
+        attnact.set_fused(None)

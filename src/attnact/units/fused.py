@@ -94,6 +94,9 @@ def _nested_call_unsafe() -> bool:
     return torch._C._len_torch_dispatch_stack() > 0
 
 
+RECOMPILE_LIMIT = 64
+
+
 class FusedKernel:
     """``fn`` run through ``torch.compile`` when possible, else eagerly (same results).
 
@@ -128,7 +131,12 @@ class FusedKernel:
             # with dynamic sizes, which then serves every later shape.
             self._compiled = torch.compile(self.fn, fullgraph=True, dynamic=True)
         try:
-            return self._compiled(x, *args)
+            # One kernel meets several ranks, layouts, flags and requires_grad states in one
+            # network (each a guard); dynamo's default limit of 8 variants per function would
+            # turn it eager half-way through the first step. The patch applies to our kernels
+            # only, for the duration of the call.
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                return self._compiled(x, *args)
         except Exception as exc:
             # Run eagerly first: bad inputs raise their own error here and do not switch the
             # kernel off; otherwise compiling failed, and the kernel stays eager on this device.
