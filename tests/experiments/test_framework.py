@@ -409,7 +409,9 @@ def test_a_killed_sweep_restarts_and_every_run_appears_exactly_once(tmp_path):
 
     rows = list(csv.DictReader((rep / "results.csv").open()))
     assert sorted(r["key"] for r in rows) == sorted(keys)  # each run exactly once
-    assert all(r["status"] == "finished" and r["epochs"] == "3" for r in rows), rows
+    bad = [{k: r.get(k) for k in ("key", "status", "epochs", "detail")}
+           for r in rows if r["status"] != "finished" or r["epochs"] != "3"]
+    assert not bad, (bad, done.stdout[-3000:])
     for key, (mtime, data) in before.items():
         path = runs / key / "summary.json"
         assert (path.stat().st_mtime_ns, path.read_bytes()) == (mtime, data), key
