@@ -4,8 +4,9 @@ what is allowed and what it got. ``bool`` is rejected where a number is expected
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -69,3 +70,13 @@ def check_kwargs(name: str, value: object) -> dict[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise ValueError(f"{name} must be a dict of keyword arguments or None, got {value!r}")
     return dict(value)
+
+
+def check_known_keys(keys: Iterable[str], allowed: Sequence[str], *, what: str) -> None:
+    """``ValueError`` for the first key not in ``allowed``, with close matches and the list:
+    ``unknown TrainConfig field 'lrr'; did you mean lr? (allowed: ...)``."""
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown {what} {key!r}{hint} (allowed: {', '.join(allowed)})")

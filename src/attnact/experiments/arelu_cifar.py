@@ -36,7 +36,13 @@ from attnact.experiments.framework import (
     run_key,
 )
 from attnact.experiments.registry import register_experiment
-from attnact.experiments.reporting import group_stats, header, markdown, write_tables
+from attnact.experiments.reporting import (
+    bold_best,
+    group_stats,
+    header,
+    markdown,
+    write_tables,
+)
 from attnact.report.figures import plot_curves
 from attnact.train.config import TrainConfig
 
@@ -137,14 +143,9 @@ class AReLUCifar100(Experiment):
                              ("best epoch", best)):
             rows = []
             for arch in archs:
-                means = {act: stats[(arch, act)].summary.mean for act in acts
-                         if stats[(arch, act)].summary.n}
-                top = max(means, key=means.__getitem__) if means else None
-                row: dict[str, Any] = {"architecture": ARCHITECTURES[arch]}
-                for act in acts:
-                    cell = stats[(arch, act)].cell()
-                    row[label(act)] = f"**{cell}**" if act == top else cell
-                rows.append(row)
+                cells = bold_best({act: stats[(arch, act)] for act in acts})
+                rows.append({"architecture": ARCHITECTURES[arch],
+                             **{label(act): cells[act] for act in acts}})
             sections.append((f"Test top-1 (%) {title}", markdown(
                 rows, "Mean ± std over seeds; bold = best activation of the architecture.")))
             latex.append((f"{self.source}: test top-1 (%) {title}", rows))

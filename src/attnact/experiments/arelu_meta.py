@@ -20,7 +20,13 @@ from typing import Any, ClassVar
 from attnact.experiments.arelu_mnist import ACTIVATIONS, label
 from attnact.experiments.framework import Experiment, ReportContext, Results, RunSpec, run_key
 from attnact.experiments.registry import register_experiment
-from attnact.experiments.reporting import group_stats, header, markdown, write_tables
+from attnact.experiments.reporting import (
+    bold_best,
+    group_stats,
+    header,
+    markdown,
+    write_tables,
+)
 from attnact.report.figures import plot_curves
 from attnact.train.config import TrainConfig
 
@@ -98,13 +104,15 @@ class AReLUMeta(Experiment):
                  for s in group_stats(results, groups, baseline=baseline)}
         best_stats = {(s.coords["act"], s.coords["shots"]): s for s in group_stats(
             results, groups, baseline=baseline, metric=lambda r: r.metric("test_top1", "best"))}
+        final_cells = {k: bold_best({a: stats[(a, k)] for a in acts}) for k in shots}
+        best_cells = {k: bold_best({a: best_stats[(a, k)] for a in acts}) for k in shots}
         rows, diffs = [], []
         for a in acts:
             row: dict[str, Any] = {"activation": label(a)}
             diff: dict[str, Any] = {"activation": label(a)}
             for k in shots:
-                row[f"5-way {k}-shot, final (%)"] = _bold_best(stats, acts, a, k)
-                row[f"5-way {k}-shot, best evaluation (%)"] = _bold_best(best_stats, acts, a, k)
+                row[f"5-way {k}-shot, final (%)"] = final_cells[k][a]
+                row[f"5-way {k}-shot, best evaluation (%)"] = best_cells[k][a]
                 diff[f"{k}-shot final: Δ vs ReLU [95% CI]"] = stats[(a, k)].diff_cell()
             rows.append(row)
             diffs.append(diff)
@@ -130,11 +138,6 @@ class AReLUMeta(Experiment):
                           *({**s.numeric(), "at": "best"} for s in best_stats.values())]))
         return files
 
-
-def _bold_best(stats: Mapping[tuple[str, int], Any], acts: list[str], act: str, k: int) -> str:
-    means = {a: stats[(a, k)].summary.mean for a in acts if stats[(a, k)].summary.n}
-    cell = stats[(act, k)].cell()
-    return f"**{cell}**" if means and max(means, key=means.__getitem__) == act else cell
 
 
 register_experiment(AReLUMeta())

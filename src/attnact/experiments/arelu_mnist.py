@@ -47,6 +47,7 @@ from attnact.experiments.framework import (
 from attnact.experiments.registry import register_experiment
 from attnact.experiments.reporting import (
     GroupStats,
+    best_key,
     group_stats,
     header,
     markdown,
@@ -54,6 +55,7 @@ from attnact.experiments.reporting import (
 )
 from attnact.fileio import atomic_write_text
 from attnact.report.figures import figure, plot_curves
+from attnact.report.stats import paired_difference
 from attnact.train.config import TrainConfig
 from attnact.train.engine import Callback, TrainState, fit
 
@@ -236,20 +238,14 @@ class AReLUConvergence(Experiment):
                   for a in acts for o, lr in cols]
         stats = group_stats(results, groups, metric=metric)
         by = {(st.coords["act"], st.coords["optimizer"], st.coords["lr"]): st for st in stats}
-        best: dict[tuple[str, str, str], bool] = {}
-        for group in (NON_LEARNABLE, (*LEARNABLE, "arelu")):
-            for o, lr in cols:
-                means = {a: by[(a, o, lr)].summary.mean for a in group if a in acts
-                         and by[(a, o, lr)].summary.n}
-                if means:
-                    top = max(means, key=means.__getitem__)
-                    best[(top, o, lr)] = True
+        best = {(best_key({a: by[(a, o, lr)] for a in group if a in acts}), o, lr)
+                for group in (NON_LEARNABLE, (*LEARNABLE, "arelu")) for o, lr in cols}
         rows: list[dict[str, Any]] = []
         for a in acts:
             row: dict[str, Any] = {"activation": label(a)}
             for o, lr in cols:
                 cell = by[(a, o, lr)].cell()
-                row[_column(o, lr)] = f"**{cell}**" if best.get((a, o, lr)) else cell
+                row[_column(o, lr)] = f"**{cell}**" if (a, o, lr) in best else cell
             rows.append(row)
         if "arelu" in acts:
             for name, group in (("non-learnable", NON_LEARNABLE), ("learnable", LEARNABLE)):
@@ -270,19 +266,15 @@ class AReLUConvergence(Experiment):
     ) -> str:
         """AReLU's mean minus the best mean of ``group`` (as the paper's improvement rows),
         with the paired 95% CI of that difference."""
-        from attnact.report.stats import paired_difference
-
-        means = {a: by[(a, optimizer, lr)].summary.mean for a in group
-                 if (a, optimizer, lr) in by and by[(a, optimizer, lr)].summary.n}
+        top = best_key({a: by[(a, optimizer, lr)] for a in group if (a, optimizer, lr) in by})
         ours = by.get(("arelu", optimizer, lr))
-        if not means or ours is None or not ours.summary.n:
+        if top is None or ours is None or not ours.summary.n:
             return "–"
-        top = max(means, key=means.__getitem__)
         other = by[(top, optimizer, lr)]
         seeds = sorted(set(ours.values) & set(other.values), key=str)
         diff = paired_difference([ours.values[s] for s in seeds],
                                  [other.values[s] for s in seeds])
-        text = f"{ours.summary.mean - means[top]:+.2f} (vs {label(top)})"
+        text = f"{ours.summary.mean - other.summary.mean:+.2f} (vs {label(top)})"
         return f"{text} {diff.format_ci()}" if diff.n >= 2 else text
 
     def report(self, results: Results, out: Path, context: ReportContext) -> dict[str, Path]:

@@ -45,7 +45,13 @@ from attnact.experiments.framework import (
     run_key,
 )
 from attnact.experiments.registry import register_experiment
-from attnact.experiments.reporting import group_stats, header, markdown, write_tables
+from attnact.experiments.reporting import (
+    bold_best,
+    group_stats,
+    header,
+    markdown,
+    write_tables,
+)
 from attnact.fileio import atomic_write_bytes, atomic_write_json
 from attnact.report.figures import plot_curves
 from attnact.train.config import TrainConfig
@@ -315,15 +321,11 @@ class AReLUTransfer(Experiment):
                                 metric=metric,
                                 baseline=lambda g: None if g["act"] == "relu" else {
                                     **g, "act": "relu"})
-            row: dict[str, Any] = {"setting": name}
-            means = {st.coords["act"]: st.summary.mean for st in stats if st.summary.n}
-            top = max(means, key=means.__getitem__) if means else None
+            cells = bold_best({st.coords["act"]: st for st in stats})
+            rows.append({"setting": name, **{label(a): cell for a, cell in cells.items()}})
             for st in stats:
                 stats_by[(key, st.coords["act"])] = st
-                cell = st.cell()
-                row[label(st.coords["act"])] = f"**{cell}**" if st.coords["act"] == top else cell
                 summary.append({**st.numeric(), "setting": name})
-            rows.append(row)
         note = ("Cells: test top-1 (%) on the target, mean ± std over seeds; bold = best "
                 "activation of the row.")
         diff_rows = []

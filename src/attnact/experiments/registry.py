@@ -36,19 +36,9 @@ def register_experiment(experiment: Experiment) -> Experiment:
     return experiment
 
 
-_loading = False
-
-
 def _load_builtin() -> None:
-    global _loading
-    if _loading:  # a built-in module registering while it is imported: keep the import order
-        return
-    _loading = True
-    try:
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(module)  # registers on import
-    finally:
-        _loading = False
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)  # registers on import (list order is set by rank)
 
 
 def list_experiments() -> list[str]:

@@ -27,6 +27,8 @@ from attnact.report.tables import to_csv, to_latex, to_markdown
 
 __all__ = [
     "GroupStats",
+    "best_key",
+    "bold_best",
     "final_top1",
     "group_stats",
     "header",
@@ -80,6 +82,18 @@ class GroupStats:
 
 def _r(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 4)
+
+
+def best_key(stats: Mapping[Any, GroupStats]) -> Any:
+    """The key of the group with the highest mean (groups without runs left out), or None."""
+    means = {k: st.summary.mean for k, st in stats.items() if st.summary.n}
+    return max(means, key=means.__getitem__) if means else None
+
+
+def bold_best(stats: Mapping[Any, GroupStats]) -> dict[Any, str]:
+    """Each group's ``mean ± std`` cell, the best one (:func:`best_key`) in bold."""
+    top = best_key(stats)
+    return {k: f"**{st.cell()}**" if k == top else st.cell() for k, st in stats.items()}
 
 
 def group_stats(

@@ -30,7 +30,6 @@ framework's :class:`~attnact.experiments.framework.RunStore` understands.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import logging
 import math
@@ -47,7 +46,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from attnact._checks import check_choice, check_int, check_positive_int, check_positive_number
+from attnact._checks import (
+    check_choice,
+    check_int,
+    check_known_keys,
+    check_positive_int,
+    check_positive_number,
+)
 from attnact.meta.tasks import TaskBatch, TaskSampler
 from attnact.train.checkpoint import (
     atomic_write_json,
@@ -422,14 +427,7 @@ class MAMLSettings:
     @classmethod
     def from_extra(cls, extra: Mapping[str, Any]) -> MAMLSettings:
         """Settings from ``TrainConfig.extra``; unknown keys raise (with a suggestion)."""
-        names = [f.name for f in fields(cls)]
-        for key in extra:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=2, cutoff=0.5)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ValueError(
-                    f"unknown MAML setting extra.{key}{hint} (settings: {', '.join(names)})"
-                )
+        check_known_keys(extra, [f.name for f in fields(cls)], what="MAML setting in extra:")
         return cls(**dict(extra))
 
     def to_dict(self) -> dict[str, Any]:

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -184,11 +184,11 @@ class _Classifier(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def _make_plan(
+def _build(
+    network: Callable[..., nn.Module],
     host: str,
-    act: ActLike,
     num_sites: int,
-    *,
+    act: ActLike,
     num_classes: int,
     in_channels: int,
     width: float,
@@ -196,7 +196,9 @@ def _make_plan(
     act_fraction: float,
     order: str,
     act_kwargs: Mapping[str, Any] | None,
-) -> tuple[ActPlan, float]:
+    **network_kwargs: Any,
+) -> Any:
+    """Check the builders' common arguments, make the activation plan and build ``network``."""
     check_int("num_classes", num_classes)
     check_int("in_channels", in_channels)
     width = _check_width(width)
@@ -209,7 +211,8 @@ def _make_plan(
         act_kwargs=act_kwargs,
     )
     plan.require_same_channels(host)
-    return plan, width
+    return network(plan, num_classes=num_classes, in_channels=in_channels, width=width,
+                   **network_kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,19 +519,10 @@ def resnet18(
     Raises:
         ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
     """
-    plan, width = _make_plan(
-        "resnet18",
-        act,
-        1 + 2 * sum(RESNET18_BLOCKS),
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        base_act=base_act,
-        act_fraction=act_fraction,
-        order=order,
-        act_kwargs=act_kwargs,
-    )
-    return ResNetCifarV1(plan, num_classes=num_classes, in_channels=in_channels, width=width)
+    sites = 1 + 2 * sum(RESNET18_BLOCKS)
+    return _build(ResNetCifarV1, "resnet18", sites,
+                  act, num_classes, in_channels, width,
+                  base_act, act_fraction, order, act_kwargs)
 
 
 @register_model(
@@ -564,21 +558,10 @@ def se_resnet18(
     Raises:
         ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
     """
-    plan, width = _make_plan(
-        "se_resnet18",
-        act,
-        1 + 2 * sum(RESNET18_BLOCKS),
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        base_act=base_act,
-        act_fraction=act_fraction,
-        order=order,
-        act_kwargs=act_kwargs,
-    )
-    return ResNetCifarV1(
-        plan, num_classes=num_classes, in_channels=in_channels, width=width, se_reduction=16
-    )
+    sites = 1 + 2 * sum(RESNET18_BLOCKS)
+    return _build(ResNetCifarV1, "se_resnet18", sites,
+                  act, num_classes, in_channels, width,
+                  base_act, act_fraction, order, act_kwargs, se_reduction=16)
 
 
 @register_model(
@@ -612,25 +595,10 @@ def vgg16(
     Raises:
         ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
     """
-    plan, width = _make_plan(
-        "vgg16",
-        act,
-        sum(1 for item in VGG16_CONFIG if item != "M"),
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        base_act=base_act,
-        act_fraction=act_fraction,
-        order=order,
-        act_kwargs=act_kwargs,
-    )
-    return VGGCifar(
-        plan,
-        config=VGG16_CONFIG,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-    )
+    sites = sum(1 for item in VGG16_CONFIG if item != "M")
+    return _build(VGGCifar, "vgg16", sites,
+                  act, num_classes, in_channels, width,
+                  base_act, act_fraction, order, act_kwargs, config=VGG16_CONFIG)
 
 
 @register_model(
@@ -666,19 +634,10 @@ def mobilenet_v2(
     Raises:
         ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
     """
-    plan, width = _make_plan(
-        "mobilenet_v2",
-        act,
-        1 + 2 * sum(n for _, _, n, _ in MOBILENET_V2_SETTINGS) + 1,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        base_act=base_act,
-        act_fraction=act_fraction,
-        order=order,
-        act_kwargs=act_kwargs,
-    )
-    return MobileNetV2Cifar(plan, num_classes=num_classes, in_channels=in_channels, width=width)
+    sites = 1 + 2 * sum(n for _, _, n, _ in MOBILENET_V2_SETTINGS) + 1
+    return _build(MobileNetV2Cifar, "mobilenet_v2", sites,
+                  act, num_classes, in_channels, width,
+                  base_act, act_fraction, order, act_kwargs)
 
 
 @register_model(
@@ -712,17 +671,8 @@ def shufflenet_v2(
     Raises:
         ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
     """
-    plan, width = _make_plan(
-        "shufflenet_v2",
-        act,
-        1 + sum(3 + 2 * n for _, n in SHUFFLENET_V2_STAGES) + 1,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        base_act=base_act,
-        act_fraction=act_fraction,
-        order=order,
-        act_kwargs=act_kwargs,
-    )
-    return ShuffleNetV2Cifar(plan, num_classes=num_classes, in_channels=in_channels, width=width)
+    sites = 1 + sum(3 + 2 * n for _, n in SHUFFLENET_V2_STAGES) + 1
+    return _build(ShuffleNetV2Cifar, "shufflenet_v2", sites,
+                  act, num_classes, in_channels, width,
+                  base_act, act_fraction, order, act_kwargs)
 

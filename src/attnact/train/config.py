@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from attnact._checks import check_known_keys
 from attnact.train.checkpoint import atomic_write_text
 
 __all__ = ["OPTIMIZERS", "PRESETS", "SCHEDULES", "TrainConfig", "list_presets"]
@@ -338,13 +339,7 @@ def _type_hints() -> dict[str, Any]:
 
 
 def _check_keys(data: Mapping[str, Any]) -> None:
-    for key in data:
-        if key not in _FIELD_NAMES:
-            close = difflib.get_close_matches(key, _FIELD_NAMES, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(
-                f"unknown TrainConfig field {key!r}{hint} (fields: {', '.join(_FIELD_NAMES)})"
-            )
+    check_known_keys(data, _FIELD_NAMES, what="TrainConfig field")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
