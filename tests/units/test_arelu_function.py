@@ -541,6 +541,32 @@ def test_no_cxx_compiler_means_eager(monkeypatch, restore_switch):
     assert "C++ compiler" in kernel.unavailable["cpu"]
 
 
+def test_environment_is_checked_once_per_device_and_limit_restored(monkeypatch, restore_switch):
+    """The availability check (dynamo, a C++ compiler on PATH) runs once per device type, not on
+    every call; the raised recompile limit applies during the call only."""
+    checks = []
+    monkeypatch.setattr(fused, "_compile_unavailable", lambda d: checks.append(d))
+    limits = []
+
+    def compile_(fn, **kwargs):
+        def compiled(*args):
+            limits.append(torch._dynamo.config.recompile_limit)
+            return fn(*args)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    set_fused(True)
+    kernel = fused.FusedKernel(lambda x: x * 2)
+    with torch.no_grad():
+        for _ in range(3):
+            kernel(torch.ones(2))
+    assert checks == ["cpu"]
+    assert limits == [fused.RECOMPILE_LIMIT] * 3
+    assert torch._dynamo.config.recompile_limit == 8
+
+
 # --- compiled: one slow test -----------------------------------------------------------------
 
 
@@ -586,6 +612,16 @@ def test_compiled_kernels_and_outer_compile(restore_switch):
                 want = ref(x0.clone())
             assert y.data_ptr() == h.data_ptr()
             torch.testing.assert_close(h, want, rtol=1e-5, atol=0)
+        # compiled, the sign bit is read without torch.signbit (a scalar loop in inductor):
+        # every value whose sign bit is set must still be found, ±0, subnormals and ±inf included
+        special = torch.tensor([0.0, -0.0, -1e-44, 1e-44, -1e-40, float("-inf"), float("inf"),
+                                -1.0, 1.0])
+        read = torch.compile(arelu_function._sign_bit_set, fullgraph=True)(special)
+        assert torch.equal(read, torch.signbit(special))
+        x_edge = torch.tensor([0.0, -0.0, -1e-44, -1e-40, 1e-44, -1.0, 2.0])
+        fn, ref = twin(AReLU, alpha=0.01, beta=0.5)
+        ones = torch.ones_like(x_edge)
+        assert_all_close(run_unit(fn, x_edge, ones), run_unit(ref, x_edge, ones), rtol=0, atol=0)
         # channels_last recompiles for the new strides
         fn, ref = twin(AReLU)
         x_cl, g_cl = (t.to(memory_format=torch.channels_last) for t in (x0, g))

@@ -39,6 +39,20 @@ ALPHA_RANGE = (0.01, 0.99)  # C(·) of Eq. (3): the clamp applied to α
 _LO, _HI = ALPHA_RANGE
 
 
+def _sign_bit_set(y: torch.Tensor) -> torch.Tensor:
+    """``torch.signbit(y)`` (for non-NaN y), in a form inductor vectorises on CPU.
+
+    Compiled, ``signbit`` becomes a scalar loop: it made AReLU's backward kernel 8× slower than
+    ReLU's (4.4 ms against 0.54 ms on 2M floats, 2 threads). ``y < 0`` alone misses −0, which
+    ``1 / y < 0`` catches (1 / −0 = −inf); ``1 / y`` in turn misses −inf (1 / −inf = −0). The
+    division costs nothing next to the memory traffic once fused. Eagerly, ``signbit`` is one
+    pass where this would be four.
+    """
+    if torch.compiler.is_compiling():
+        return (y < 0) | (torch.reciprocal(y) < 0)
+    return torch.signbit(y)
+
+
 def _inside(alpha: torch.Tensor) -> torch.Tensor:
     """Where the clamp passes gradient: ``torch.clamp``'s backward keeps both end points."""
     return (alpha >= _LO) & (alpha <= _HI)
@@ -66,7 +80,7 @@ def _arelu_backward(
     sig = torch.sigmoid(beta)
     neg = alpha.clamp(_LO, _HI).to(y.dtype)
     pos = (1.0 + sig).to(y.dtype)
-    below = torch.signbit(y)  # x < 0, recovered from y (see _arelu_forward)
+    below = _sign_bit_set(y)  # x < 0, recovered from y (see _arelu_forward)
     grad_x = grad * torch.where(below, neg, pos)  # Eq. (11) with C(α)
     gy = grad * y
     # y = C(α)·x below zero and (1 + σ(β))·x above, so Σ g·x = Σ g·y / slope: one division per
