@@ -40,10 +40,14 @@ def test_run_bench_rows(tiny_hosts):
                 Variant("arelu", "arelu", {"implementation": "function"},
                         reference="arelu (reference)"),
                 Variant("arelu (reference)", "arelu", {"implementation": "reference"}),
-                Variant("bogus", "relu", {"no_such_option": 1}))
+                Variant("bogus", "relu", {"no_such_option": 1}),
+                Variant("arelu (eager kernels)", "arelu", reference="arelu (reference)",
+                        compiled_kernels=False))
     rows = run_bench(("tiny_unit", "tiny_mnist"), variants, rounds=1, warmup=0)
     by = {(r.host, r.variant): r for r in rows}
-    assert len(rows) == 8
+    assert len(rows) == 10
+    assert by[("tiny_unit", "arelu (eager kernels)")].saved_bytes == (
+        by[("tiny_unit", "arelu")].saved_bytes)
     for host in ("tiny_unit", "tiny_mnist"):
         relu = by[(host, "relu")]
         assert relu.train_vs_relu == relu.infer_vs_relu == relu.saved_vs_relu == 1.0

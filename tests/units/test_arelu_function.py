@@ -541,6 +541,18 @@ def test_no_cxx_compiler_means_eager(monkeypatch, restore_switch):
     assert "C++ compiler" in kernel.unavailable["cpu"]
 
 
+def test_fused_mode_sets_and_restores(restore_switch):
+    set_fused(True)
+    with fused.fused_mode(False):
+        assert not fused.fused_enabled()
+    assert fused._forced is True
+    set_fused(None)
+    with pytest.raises(RuntimeError), fused.fused_mode(True):
+        assert fused.fused_enabled()
+        raise RuntimeError("boom")
+    assert fused._forced is None
+
+
 def test_environment_is_checked_once_per_device_and_limit_restored(monkeypatch, restore_switch):
     """The availability check (dynamo, a C++ compiler on PATH) runs once per device type, not on
     every call; the raised recompile limit applies during the call only."""
@@ -556,15 +568,15 @@ def test_environment_is_checked_once_per_device_and_limit_restored(monkeypatch, 
         return compiled
 
     monkeypatch.setattr(torch, "compile", compile_)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
     set_fused(True)
     kernel = fused.FusedKernel(lambda x: x * 2)
-    with torch.no_grad():
+    # (dynamo's config module does not survive monkeypatch's undo: patch it its own way)
+    with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=8):
         for _ in range(3):
             kernel(torch.ones(2))
+        assert torch._dynamo.config.recompile_limit == 8
     assert checks == ["cpu"]
     assert limits == [fused.RECOMPILE_LIMIT] * 3
-    assert torch._dynamo.config.recompile_limit == 8
 
 
 # --- compiled: one slow test -----------------------------------------------------------------

@@ -56,13 +56,14 @@ class Variant:
     act: str
     act_kwargs: Mapping[str, Any] = field(default_factory=dict)
     reference: str | None = None
+    compiled_kernels: bool = True  # False: attnact.set_fused(False) while this variant runs
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("relu", "relu"),
     Variant("arelu", "arelu", reference="arelu (reference)"),
-    Variant("arelu (eager function)", "arelu", {"implementation": "function"},
-            reference="arelu (reference)"),
+    Variant("arelu (eager kernels)", "arelu", reference="arelu (reference)",
+            compiled_kernels=False),
     Variant("arelu (reference)", "arelu", {"implementation": "reference"}),
     Variant("elsa_gelu", "elsa_gelu", reference="elsa_gelu (reference)"),
     Variant("elsa_gelu (reference)", "elsa_gelu", {"implementation": "reference"}),
@@ -152,7 +153,19 @@ class BenchResult:
     skipped: str | None = None
 
 
-def _steps(host: Host, models: Mapping[str, nn.Module], seed: int) -> tuple[
+def _without_compiled_kernels(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with the fused kernels eager (``fused_mode(False)``)."""
+    from attnact.units.fused import fused_mode
+
+    def run() -> Any:
+        with fused_mode(False):
+            return fn()
+
+    return run
+
+
+def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
+           eager: Iterable[str] = ()) -> tuple[
         dict[str, Callable[[], None]], dict[str, Callable[[], None]], dict[str, int]]:
     g = torch.Generator().manual_seed(seed)
     x = _to_format(torch.randn(host.batch, *host.input_shape, generator=g), host)
@@ -193,6 +206,8 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int) -> tuple[
             with torch.no_grad():
                 m(x)
 
+        if label in eager:
+            step, forward, loss = map(_without_compiled_kernels, (step, forward, loss))
         train[label], infer[label] = step, forward
         model.train()
         saved[label] = saved_bytes(loss, exclude=exclude)
@@ -228,7 +243,8 @@ def run_bench(
                 skipped[v.label] = f"{type(err).__name__}: {err}"
         if log:
             log(f"[bench] {name}: {len(models)} variants, {rounds} rounds")
-        train, infer, saved = _steps(host, models, seed)
+        eager = [v.label for v in variants if not v.compiled_kernels]
+        train, infer, saved = _steps(host, models, seed, eager)
         t_train = interleaved_medians(train, rounds=rounds, warmup=warmup)
         t_infer = interleaved_medians(infer, rounds=rounds, warmup=warmup)
         for v in variants:

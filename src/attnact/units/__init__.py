@@ -13,7 +13,7 @@ from attnact.units.atac import (
 )
 from attnact.units.atac_function import ATACFunction
 from attnact.units.convert import ConversionReport, ReplacedSite, SkippedSite, convert_activations
-from attnact.units.fused import fused_status, set_fused
+from attnact.units.fused import fused_mode, fused_status, set_fused
 from attnact.units.registry import (
     ActivationSpec,
     activation_spec,
@@ -40,6 +40,7 @@ __all__ = [
     "convert_activations",
     "create_act_layer",
     "elsa_gate",
+    "fused_mode",
     "fused_status",
     "list_activations",
     "memory_efficient_enabled",

@@ -27,16 +27,17 @@ recompiles once (about 2 s) with dynamic sizes, which then serve every later sha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["FusedKernel", "fused_enabled", "fused_status", "set_fused"]
+__all__ = ["FusedKernel", "fused_enabled", "fused_mode", "fused_status", "set_fused"]
 
 ENV_NO_COMPILE = "ATTNACT_NO_COMPILE"
 
@@ -55,6 +56,18 @@ def set_fused(enabled: bool | None) -> None:
     if enabled is not None and not isinstance(enabled, bool):
         raise ValueError(f"enabled must be True, False or None, got {enabled!r}")
     _forced = enabled
+
+
+@contextlib.contextmanager
+def fused_mode(enabled: bool) -> Iterator[None]:
+    """``with fused_mode(False): ...`` — :func:`set_fused` for a block only, restored after."""
+    global _forced
+    before = _forced
+    set_fused(enabled)
+    try:
+        yield
+    finally:
+        _forced = before
 
 
 def fused_enabled() -> bool:
