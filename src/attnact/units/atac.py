@@ -15,9 +15,9 @@ Three paths compute the same values and gradients (issue #6):
   activation-sized tensors at r = 2 where a ReLU saves one. It stays in the package because the
   tests and the benchmark compare against it, and because it is what an outer ``torch.compile``,
   ``torch.func`` transforms and ``torch.fx`` tracing should see;
-* the fast path (the default): :class:`~attnact.units.atac_function.ATACFunction`, which runs the
-  convolutions as GEMMs over the channel dimension, fuses BatchNorm (folded to a per-channel
-  scale and shift) with δ, and with σ and the product with x, and saves x, z₁ and z₂;
+* the fast path (the default): :class:`~attnact.units.atac_function.ATACFunction`, which keeps
+  the native 1×1 convolutions, fuses BatchNorm (folded to a per-channel scale and shift) with δ,
+  and with σ and the product with x, and saves x, z₁ and z₂;
 * the memory-efficient path: the same Function saving only x (and per-channel statistics) and
   recomputing the gate in backward — ``ATAC(..., memory_efficient=True)``, or for every ATAC
   built with ``memory_efficient=None`` (the default): :func:`set_memory_efficient`,
