@@ -164,6 +164,39 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path, fakes):
     assert_same_weights(done.model, again.model)
 
 
+class _Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so fit writes no failed/interrupted summary."""
+
+
+def test_resume_after_a_kill_between_the_last_checkpoint_and_the_csv(tmp_path, fakes, monkeypatch):
+    """Killed after the last epoch's checkpoint but before its metrics.csv rewrite, a run resumes
+    with no epoch left to train; the resume must still rebuild the CSV from the checkpoint (a
+    sweep's results.csv counted 2 epochs of a finished 3-epoch run)."""
+    import attnact.train.engine as engine
+
+    cfg = config(tmp_path, epochs=3)
+    write_csv = engine._Run._write_metrics_csv
+
+    def killed_before_last_csv(self):
+        if len(self.history) == self.config.epochs:
+            raise _Killed
+        write_csv(self)
+
+    monkeypatch.setattr(engine._Run, "_write_metrics_csv", killed_before_last_csv)
+    with pytest.raises(_Killed):
+        run(fakes, cfg)
+    monkeypatch.undo()
+    out = tmp_path / "run"
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 3
+    assert len(read_csv(out / "metrics.csv")) == 2  # the window: the CSV lags the checkpoint
+    assert json.loads((out / "summary.json").read_text())["status"] == "running"
+
+    resumed = run(fakes, cfg, resume=True)
+    assert resumed.epochs_completed == 3
+    assert [int(r["epoch"]) for r in read_csv(out / "metrics.csv")] == [1, 2, 3]
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+
+
 def test_resume_applies_and_warns_about_changed_fields(tmp_path, fakes):
     run(fakes, config(tmp_path, epochs=1))
     seen = {}

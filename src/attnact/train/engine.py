@@ -12,7 +12,9 @@ One run = one run directory (``config.out_dir``)::
 
 metrics.csv is not appended to: the metric history lives in the checkpoint and the CSV is
 rewritten from it after the checkpoint, so after a crash and resume the CSV never holds an
-epoch the checkpoint does not (rows of the epoch that was cut short, or duplicates).
+epoch the checkpoint does not (rows of the epoch that was cut short, or duplicates). A crash
+between the two writes leaves the CSV one epoch behind; a resume rewrites it from the checkpoint
+first thing, so it is whole even when no epoch is left to train.
 
 Resuming (``resume=True``) continues from ``checkpoint.pt``: weights, optimizer and scheduler
 state, every RNG state and the epoch counter are restored and ``loader.set_epoch(epoch)`` replays
@@ -514,6 +516,11 @@ class _Run:
         if self.out is not None and env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             c.to_yaml(self.out / "config.yaml")
+        if ckpt is not None:
+            # The CSV may lag the checkpoint by an epoch (killed between the two writes). Rebuild
+            # it now, not only after the next epoch: a run killed after its last checkpoint has
+            # no next epoch, and would be marked finished with the last row missing.
+            self._write_metrics_csv()
         self._write_summary("running")
         tb = self._tensorboard()
         try:
