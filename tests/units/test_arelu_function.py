@@ -541,6 +541,22 @@ def test_no_cxx_compiler_means_eager(monkeypatch, restore_switch):
     assert "C++ compiler" in kernel.unavailable["cpu"]
 
 
+def test_select_and_masked_equal_where_eagerly_and_compiled():
+    """The eager forms (lerp on a 0/1 mask, product by the mask) are bit-equal to torch.where."""
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        t = torch.randn(3, 5, 7, dtype=dtype)
+        mask = torch.randn(3, 5, 7) > 0
+        a = torch.tensor([0.01, 1.62, 0.99, 1e-30, 3.0], dtype=dtype).view(1, 5, 1)
+        b = torch.tensor([-0.25, 1.0, 2.0, 0.7, 1e30], dtype=dtype).view(1, 5, 1)
+        assert torch.equal(fused.select(mask, a, b), torch.where(mask, a, b))
+        assert torch.equal(fused.masked(mask, t), torch.where(mask, t, 0.0))
+        both = torch.compile(lambda m, t, a, b: (fused.select(m, a, b), fused.masked(m, t)),
+                             backend="eager", fullgraph=True)(mask, t, a, b)
+        assert torch.equal(both[0], torch.where(mask, a, b))
+        assert torch.equal(both[1], torch.where(mask, t, 0.0))
+
+
 def test_fused_mode_sets_and_restores(restore_switch):
     set_fused(True)
     with fused.fused_mode(False):

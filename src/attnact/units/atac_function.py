@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from attnact.units.fused import FusedKernel
+from attnact.units.fused import FusedKernel, masked
 
 __all__ = ["ATACFunction", "BNConfig"]
 
@@ -171,7 +171,7 @@ def _act_backward(
     cl: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(∂L/∂z₁, ∂L/∂γ₁, ∂L/∂β₁) for a = δ(BN₁(z₁)); δ's mask from a > 0, as ReLU's backward."""
-    gh = grad_a * (a > 0).to(grad_a.dtype) if use_relu else grad_a
+    gh = masked(a > 0, grad_a) if use_relu else grad_a
     return _bn_input_grad(gh, z1, scale, mean, rstd, batch_stats, cl)
 
 

@@ -37,7 +37,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["FusedKernel", "fused_enabled", "fused_mode", "fused_status", "set_fused"]
+__all__ = [
+    "FusedKernel",
+    "fused_enabled",
+    "fused_mode",
+    "fused_status",
+    "masked",
+    "select",
+    "set_fused",
+]
 
 ENV_NO_COMPILE = "ATTNACT_NO_COMPILE"
 
@@ -105,6 +113,32 @@ def _nested_call_unsafe() -> bool:
     if torch._C._are_functorch_transforms_active():
         return True
     return torch._C._len_torch_dispatch_stack() > 0
+
+
+# --- element-wise selection that is fast both compiled and eager ------------------------------
+# Eager ``torch.where`` on CPU is a non-vectorised kernel, ~9× slower than a multiply (3.9 ms
+# against 0.46 ms on 2M floats, 2 threads); compiled, it is the fastest form (the arithmetic
+# forms below cost AReLU's kernels 30% more). So the kernels pick the form by context.
+
+
+def select(mask: torch.Tensor, if_true: torch.Tensor, if_false: torch.Tensor) -> torch.Tensor:
+    """``torch.where(mask, if_true, if_false)`` for a bool ``mask`` and finite operands.
+
+    Eagerly ``lerp(if_false, if_true, mask)``, which is exact at weights 0 and 1 (torch computes
+    ``start + w·(end − start)`` for w < 0.5 and ``end − (end − start)·(1 − w)`` otherwise), so
+    the result is bit-equal to ``where``'s.
+    """
+    if torch.compiler.is_compiling():
+        return torch.where(mask, if_true, if_false)
+    return torch.lerp(if_false, if_true, mask.to(if_true.dtype))
+
+
+def masked(mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``t`` where ``mask``, else 0 (eagerly ``t · mask``: equal unless t holds inf or NaN
+    where the mask is False, which then turn into NaN)."""
+    if torch.compiler.is_compiling():
+        return torch.where(mask, t, 0.0)
+    return t * mask.to(t.dtype)
 
 
 RECOMPILE_LIMIT = 64
