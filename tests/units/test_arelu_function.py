@@ -541,6 +541,19 @@ def test_no_cxx_compiler_means_eager(monkeypatch, restore_switch):
     assert "C++ compiler" in kernel.unavailable["cpu"]
 
 
+@pytest.mark.parametrize("x_shape", [(2, 3, 4, 5), (3, 1), (4,), (2, 0, 3)])
+@pytest.mark.parametrize("p_shape", [(), (1,), (3, 1, 1), (1, 3, 1, 1), (5,), (2, 1, 1, 1),
+                                     (1, 1, 1, 1, 1), (3, 4, 5), (4, 1), (7,)])
+def test_broadcast_check_agrees_with_torch(x_shape, p_shape):
+    from attnact.units.arelu import _broadcasts_into
+
+    try:
+        want = torch.broadcast_shapes(x_shape, p_shape) == torch.Size(x_shape)
+    except RuntimeError:
+        want = False
+    assert _broadcasts_into(torch.Size(x_shape), torch.zeros(p_shape)) == want
+
+
 def test_select_and_masked_equal_where_eagerly_and_compiled():
     """The eager forms (lerp on a 0/1 mask, product by the mask) are bit-equal to torch.where."""
     torch.manual_seed(0)

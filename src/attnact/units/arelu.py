@@ -110,13 +110,22 @@ def _outer_context() -> bool:
     return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
 
 
+def _broadcasts_into(shape: torch.Size, *params: torch.Tensor) -> bool:
+    """Whether every parameter broadcasts to ``shape`` without enlarging it (the test
+    ``torch.broadcast_shapes(shape, ...) == shape``, without its ~15 µs per call)."""
+    for p in params:
+        if p.dim() > len(shape):
+            return False
+        for size, target in zip(reversed(p.shape), reversed(shape), strict=False):
+            if size != 1 and size != target:
+                return False
+    return True
+
+
 def _function_fits(x: Any, *params: torch.Tensor) -> bool:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or _outer_context():
         return False
-    try:
-        return torch.broadcast_shapes(x.shape, *(p.shape for p in params)) == x.shape
-    except RuntimeError:
-        return False
+    return _broadcasts_into(x.shape, *params)
 
 
 def arelu(
