@@ -531,6 +531,7 @@ def test_bad_input_does_not_switch_compilation_off(fake_compiler):
 
 
 def test_no_cxx_compiler_means_eager(monkeypatch, restore_switch):
+    monkeypatch.setattr(fused, "_KERNELS", list(fused._KERNELS))  # forget the test's kernel
     monkeypatch.setattr(fused, "_cxx_compiler", lambda: None)
     assert "C++ compiler" in fused._compile_unavailable("cpu")
     set_fused(True)
@@ -586,6 +587,7 @@ def test_environment_is_checked_once_per_device_and_limit_restored(monkeypatch, 
     """The availability check (dynamo, a C++ compiler on PATH) runs once per device type, not on
     every call; the raised recompile limit applies during the call only."""
     checks = []
+    monkeypatch.setattr(fused, "_KERNELS", list(fused._KERNELS))  # forget the test's kernel
     monkeypatch.setattr(fused, "_compile_unavailable", lambda d: checks.append(d))
     limits = []
 

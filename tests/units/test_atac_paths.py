@@ -14,6 +14,7 @@ paths err by ~2e-7 of the maximum against a float64 computation.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -392,9 +393,30 @@ def test_se_activation_takes_the_reference_which_saves_only_x():
 # --- the global switch -----------------------------------------------------------------------
 
 
+def test_default_path_on_cpu_takes_the_reference_for_small_inputs():
+    """Below CPU_FAST_PATH_MIN (elements or H·W) the default path is the reference on CPU; an
+    explicit memory_efficient=False/True or implementation="function" keeps the Function."""
+    min_numel, min_hw = atac_module.CPU_FAST_PATH_MIN
+    side = math.isqrt(min_hw - 1)  # H·W just below the limit
+    default, fast, me = ATAC(8), ATAC(8, memory_efficient=False), ATAC(8, memory_efficient=True)
+    forced = ATAC(8, implementation="function")
+    small_map = torch.empty(min_numel // (8 * side * side) + 1, 8, side, side)
+    assert small_map.numel() >= min_numel
+    few = torch.empty(2, 8, 16, 16)
+    big = torch.empty(min_numel // (8 * min_hw) + 1, 8, 12, 12)
+    assert big.numel() >= min_numel and min_hw <= 12 * 12
+    for x in (small_map, few):
+        assert [u.path_for(x) for u in (default, fast, me, forced)] == [
+            "reference", "fast", "memory_efficient", "fast"]
+    assert default.path_for(big) == "fast"
+    with memory_efficient_mode():
+        assert default.path_for(few) == "memory_efficient"
+
+
 def test_global_switch_changes_existing_modules(monkeypatch):
     """Read at every forward: modules built with memory_efficient=None (the default) follow it,
     modules built with True/False keep their choice."""
+    monkeypatch.setattr(atac_module, "CPU_FAST_PATH_MIN", (0, 0))  # small inputs: see below
     default, fast, me = ATAC(8), ATAC(8, memory_efficient=False), ATAC(8, memory_efficient=True)
     x = torch.randn(2, 8, 4, 4, requires_grad=True)
     h = x * 1.0
@@ -496,7 +518,7 @@ def test_state_dict_round_trip_between_implementations():
 
 def test_changed_submodules_take_the_reference():
     x = torch.randn(2, 8, 3, 3)
-    m = ATAC(8)
+    m = ATAC(8, memory_efficient=False)  # the fast path even for this small input
     assert m.path_for(x) == "fast"
     sync = copy.deepcopy(m)
     sync.bn1 = nn.SyncBatchNorm.convert_sync_batchnorm(sync.bn1)
@@ -518,7 +540,7 @@ def test_changed_submodules_take_the_reference():
 
 def test_hooks_on_submodules_are_honoured():
     """A forward hook on conv1 (feature extraction, Grad-CAM) sees conv1 run."""
-    m = ATAC(8)
+    m = ATAC(8, memory_efficient=False)
     seen = []
     handle = m.conv1.register_forward_hook(lambda mod, i, o: seen.append(o.shape))
     x = torch.randn(2, 8, 3, 3)
