@@ -36,12 +36,13 @@ Speed (on these units memory passes set the time, DESIGN.md):
   their per-channel reductions — and two convolution backwards. The kernels work on flat
   views, (N·H·W, C) or (N, C, H·W), which cost nothing to make.
 
-Measured (ResNet-20-v2, b = 3, batch 128, channels_last, 2 CPU threads, benchmarks/): the fast
-path and the reference take about the same time, 1.7-1.9× a ReLU network's step; what remains
-is the BatchNorm statistics and the per-channel reductions of the backward kernels, which
-inductor does no faster than the native kernels, and the allocation of every new
-activation-sized buffer. The fast path's advantage is memory (2.2× ReLU's saved bytes against
-the reference's 3.0×; the memory-efficient path 1.5×).
+Measured (ResNet-20-v2, b = 3, batch 128, channels_last, 2 CPU threads, benchmarks/): in the
+network the fast path and the reference take about the same time (1.78× and 1.70× a ReLU
+network's step); timed alone at 128×16×32×32 the fast path takes 0.7× the reference's. Each
+call costs ~0.7 ms more than the reference's native calls (five compiled-kernel calls and their
+guards), so on CPU ATAC's default path takes the reference for small inputs
+(:data:`attnact.units.atac.CPU_FAST_PATH_MIN`). The fast path's sure advantage is memory: 2.2×
+ReLU's saved bytes against the reference's 3.0× (the memory-efficient path 1.5×).
 
 The element-wise kernels are :class:`~attnact.units.fused.FusedKernel`s: compiled lazily where
 ``torch.compile`` works, eager otherwise. Backward is ``once_differentiable``: the batch
