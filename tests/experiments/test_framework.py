@@ -276,6 +276,72 @@ def test_a_run_killed_after_its_last_checkpoint_is_indexed_with_every_epoch(tmp_
     assert (tmp_path / spec.key / "calls.log").read_text() == "resume=False\nresume=True\n"
 
 
+def _finished_tiny_run(tmp_path, helpers, epochs=3):
+    spec = RunSpec(run_key("tiny", "mid", "seed0"), {"variant": "mid", "seed": 0},
+                   helpers.tiny_config("mid", 0, epochs=epochs), fit=helpers.FIT)
+    store = RunStore(tmp_path)
+    run_grid([spec], store, backend="inline", log=quiet)
+    assert store.is_finished(spec.key)
+    return spec, store
+
+
+@pytest.mark.parametrize("damage", ["last row lost", "row repeated", "file lost"])
+def test_a_finished_run_whose_csv_disagrees_is_rebuilt_from_its_checkpoint(
+    tmp_path, helpers, caplog, damage
+):
+    """Older versions could finish a run with metrics.csv an epoch behind its checkpoint (killed
+    between the two writes of the last epoch); its record must still hold every epoch."""
+    spec, store = _finished_tiny_run(tmp_path, helpers)
+    path = tmp_path / spec.key / "metrics.csv"
+    whole = path.read_text()
+    lines = whole.splitlines(keepends=True)
+    if damage == "file lost":
+        path.unlink()
+    else:
+        path.write_text("".join(lines[:-1] if damage == "last row lost" else lines + lines[-1:]))
+
+    with caplog.at_level("WARNING", logger="attnact.experiments"):
+        record = store.record(spec.key)
+    assert [int(r["epoch"]) for r in record.metrics] == [1, 2, 3]
+    assert path.read_text() == whole
+    assert spec.key in caplog.text and "rebuilt it from" in caplog.text
+    (row,) = Results([spec], store).index_rows()
+    assert (row["status"], row["epochs"]) == ("finished", 3)
+
+
+@pytest.mark.parametrize("checkpoint", ["missing", "behind"])
+def test_a_finished_run_whose_csv_cannot_be_rebuilt_is_trained_again(
+    tmp_path, helpers, caplog, checkpoint
+):
+    """Without a checkpoint that agrees with the summary the run is not finished: no record,
+    and the next sweep retrains it (no checkpoint) or resumes it (an older one)."""
+    from attnact.train.checkpoint import load_checkpoint, save_checkpoint
+
+    spec, store = _finished_tiny_run(tmp_path, helpers)
+    run_dir = tmp_path / spec.key
+    path = run_dir / "metrics.csv"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    ckpt_path = run_dir / "checkpoint.pt"
+    if checkpoint == "missing":
+        ckpt_path.unlink()
+    else:
+        ckpt = load_checkpoint(ckpt_path)
+        ckpt["history"], ckpt["epoch"] = ckpt["history"][:2], 2
+        save_checkpoint(ckpt_path, ckpt)
+
+    with caplog.at_level("WARNING", logger="attnact.experiments"):
+        assert store.record(spec.key) is None
+        assert store.status(spec.key) == "unfinished"
+    assert spec.key in caplog.text and "counts as unfinished" in caplog.text
+    assert len(path.read_text().splitlines()) == 3  # header + 2 rows: left as it was
+
+    sweep = run_grid([spec], store, backend="inline", log=quiet)
+    assert [o.status for o in sweep.outcomes] == ["finished"]
+    assert [int(r["epoch"]) for r in store.record(spec.key).metrics] == [1, 2, 3]
+    resumed = "True" if checkpoint == "behind" else "False"
+    assert (run_dir / "calls.log").read_text() == f"resume=False\nresume={resumed}\n"
+
+
 # ---------------------------------------------------------------------------- commands
 @pytest.mark.parametrize(
     "config",

@@ -410,6 +410,19 @@ def test_fit_maml_resumes_exactly(easy_mnist, tmp_path):
     assert other["final"] != straight["final"]
 
 
+def test_fit_maml_resume_rebuilds_a_csv_that_lags_the_checkpoint(easy_mnist, tmp_path):
+    """Killed between the last checkpoint and its CSV write, a run resumes with nothing left to
+    train; the resume must still write the last row (the run store counts such a run unfinished
+    and resumes it, so without this it would never finish)."""
+    out = tmp_path / "run"
+    fit_maml(maml_config(easy_mnist, out))
+    path = out / "metrics.csv"
+    whole = path.read_text()
+    path.write_text("".join(whole.splitlines(keepends=True)[:-1]))
+    fit_maml(maml_config(easy_mnist, out).replace(resume=True))
+    assert path.read_text() == whole
+
+
 def test_split_classes_holds_test_classes_out_of_meta_training(easy_mnist, monkeypatch):
     drawn: list[tuple[TaskSampler, torch.Tensor]] = []
     original = TaskSampler.sample

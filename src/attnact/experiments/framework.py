@@ -21,6 +21,9 @@ reported with its uncertainty over seeds. The pieces, from the bottom up:
   that file atomically (temp file, fsync, rename) after the last epoch's checkpoint and metrics,
   so a run killed at any instant is either finished — with all its files — or not, and is then
   resumed from its last checkpoint. Re-running a sweep skips finished runs and resumes the rest.
+  Older versions could finish a run with metrics.csv an epoch behind its checkpoint: a finished
+  run whose metrics.csv disagrees with its summary has the CSV rebuilt from the checkpoint, or,
+  when that is not possible, counts as unfinished (and is resumed or retrained).
 * :func:`run_grid` — trains every unfinished run of a grid: in this process (``"inline"``), in
   K spawned worker processes (``"process"``: each with ``cores // K`` intra-op threads, a failing
   run is reported and the sweep goes on), or as Ray tasks (``"ray"``, optional). A run's
@@ -45,6 +48,7 @@ import contextlib
 import csv
 import importlib
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -57,6 +61,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -89,6 +94,8 @@ __all__ = [
     "run_key",
     "train_command",
 ]
+
+logger = logging.getLogger("attnact.experiments")
 
 DEFAULT_FIT = "attnact.train.engine:fit"
 BACKENDS = ("process", "inline", "ray")
@@ -233,6 +240,18 @@ class RunRecord:
         return math.fsum(r.get("epoch_time_s", 0.0) for r in self.metrics)
 
 
+def _epochs_agree(rows: Sequence[Mapping[str, Any]], completed: int) -> bool:
+    """Whether metric rows end at epoch ``completed`` without repeating or going back.
+
+    Not ``len(rows) == completed``: MAML runs write a row per evaluation, their ``epoch`` is the
+    iteration count.
+    """
+    epochs = [row.get("epoch") for row in rows]
+    if not epochs:
+        return completed == 0
+    return epochs[-1] == completed and all(a < b for a, b in pairwise(epochs))
+
+
 def _read_metrics(path: Path) -> list[dict[str, float]]:
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -281,13 +300,16 @@ class RunStore:
         return data if isinstance(data, dict) else None
 
     def status(self, key: str) -> str:
-        """``finished``, ``unfinished`` (started, interrupted or running), ``failed`` (the last
-        attempt failed or diverged) or ``pending`` (never started)."""
+        """``finished``, ``unfinished`` (started, interrupted or running; or finished with a
+        metrics.csv that disagrees with its summary and checkpoint), ``failed`` (the last attempt
+        failed or diverged) or ``pending`` (never started)."""
         summary = self.summary(key)
         if summary is not None:
             engine = summary.get("status")
             if engine == "finished":
-                return "finished"
+                # One whose metrics.csv cannot be made whole is resumed or retrained.
+                whole = self._finished_metrics(key, summary) is not None
+                return "finished" if whole else "unfinished"
             if engine in ("failed", "diverged"):
                 return "failed"
             return "unfinished"
@@ -319,15 +341,62 @@ class RunStore:
         summary = self.summary(key)
         if summary is None or summary.get("status") != "finished":
             return None
+        metrics = self._finished_metrics(key, summary)
+        if metrics is None:
+            return None
         run_dir = self.run_dir(key)
-        metrics_path = run_dir / "metrics.csv"
-        metrics = _read_metrics(metrics_path) if metrics_path.is_file() else []
         if coords is None:
             spec_path = run_dir / self.SPEC
             coords = json.loads(spec_path.read_text()).get("coords", {}) if (
                 spec_path.is_file()
             ) else {}
         return RunRecord(key, dict(coords), run_dir, summary, metrics)
+
+    def _finished_metrics(
+        self, key: str, summary: Mapping[str, Any]
+    ) -> list[dict[str, float]] | None:
+        """The metrics.csv rows of the finished run ``key``; None if they cannot be trusted.
+
+        A summary's ``epochs_completed`` must be the CSV's last epoch. Runs of older versions
+        could be finished with the CSV an epoch behind the checkpoint (killed between the two
+        writes of the last epoch); such a CSV is rebuilt from the checkpoint's history.
+        """
+        path = self.run_dir(key) / "metrics.csv"
+        metrics = _read_metrics(path) if path.is_file() else []
+        completed = summary.get("epochs_completed")
+        if not isinstance(completed, int) or _epochs_agree(metrics, completed):
+            return metrics  # nothing to check against (not the engine's summary), or it agrees
+        found = f"its last epoch is {metrics[-1].get('epoch', math.nan):g}" if metrics else (
+            "it has no rows"
+        )
+        if not path.is_file():
+            found = "it is missing"
+        problem = (f"run {key}: summary.json says finished after epoch {completed} but "
+                   f"metrics.csv disagrees ({found})")
+        # Lazy: reading the store must not need torch unless a run has to be repaired.
+        from attnact.train.checkpoint import load_checkpoint
+        from attnact.train.engine import CHECKPOINT_FORMAT, CHECKPOINT_NAME, write_metrics_csv
+
+        ckpt_path = self.run_dir(key) / CHECKPOINT_NAME
+        try:
+            ckpt = load_checkpoint(ckpt_path)
+        except FileNotFoundError:
+            reason = f"there is no {CHECKPOINT_NAME} to rebuild it from"
+        except Exception as err:  # any unreadable checkpoint: the run cannot be repaired
+            reason = f"{ckpt_path} cannot be read ({type(err).__name__}: {err})"
+        else:
+            history = ckpt.get("history")
+            if ckpt.get("format") != CHECKPOINT_FORMAT:
+                # Another writer's columns (MAML): its own resume rewrites the CSV.
+                reason = f"{CHECKPOINT_NAME} is not the training engine's"
+            elif not isinstance(history, list) or not _epochs_agree(history, completed):
+                reason = f"{CHECKPOINT_NAME} disagrees too (epoch {ckpt.get('epoch')})"
+            else:
+                write_metrics_csv(path, history)
+                logger.warning("%s; rebuilt it from %s", problem, ckpt_path)
+                return _read_metrics(path)
+        logger.warning("%s, and %s: the run counts as unfinished", problem, reason)
+        return None
 
     def keys(self) -> list[str]:
         """Keys of every run directory in the store (those with a spec.json), sorted."""

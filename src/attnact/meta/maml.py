@@ -665,6 +665,10 @@ def fit_maml(config: TrainConfig) -> dict[str, Any]:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         config.to_yaml(out / "config.yaml")
+        if ckpt is not None:
+            # The CSV may lag the checkpoint (killed between the two writes); a resume with no
+            # iteration left would otherwise finish the run with its last row missing.
+            atomic_write_text(out / "metrics.csv", _metrics_csv(history))
     summary("running")
     try:
         t_row = time.perf_counter()

@@ -41,7 +41,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ __all__ = [
     "TrainState",
     "evaluate",
     "fit",
+    "write_metrics_csv",
 ]
 
 logger = logging.getLogger("attnact.train")
@@ -399,12 +400,7 @@ class _Run:
     def _write_metrics_csv(self) -> None:
         if self.out is None or not self.env.is_main:
             return
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in self.history:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
-        atomic_write_text(self.out / "metrics.csv", buf.getvalue())
+        write_metrics_csv(self.out / "metrics.csv", self.history)
 
     def _summary(self, status: str, error: BaseException | None = None) -> dict[str, Any]:
         c = self.config
@@ -729,6 +725,20 @@ class _Run:
 
 
 # ---------------------------------------------------------------------- helpers
+def write_metrics_csv(path: str | Path, history: Sequence[Mapping[str, Any]]) -> None:
+    """Replace ``path`` atomically with metrics.csv rows (:data:`METRIC_COLUMNS`) of ``history``.
+
+    The engine's only writer of metrics.csv; the experiment store uses it too, to rebuild the CSV
+    of a run from its checkpoint's history.
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
 def _best_row(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The epoch with the highest test top-1 (the earliest on ties); {} before any epoch."""
     if not history:
