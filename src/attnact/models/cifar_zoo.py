@@ -184,37 +184,6 @@ class _Classifier(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def _build(
-    network: Callable[..., nn.Module],
-    host: str,
-    num_sites: int,
-    act: ActLike,
-    num_classes: int,
-    in_channels: int,
-    width: float,
-    base_act: ActLike,
-    act_fraction: float,
-    order: str,
-    act_kwargs: Mapping[str, Any] | None,
-    **network_kwargs: Any,
-) -> Any:
-    """Check the builders' common arguments, make the activation plan and build ``network``."""
-    check_int("num_classes", num_classes)
-    check_int("in_channels", in_channels)
-    width = _check_width(width)
-    plan = ActPlan(
-        act,
-        num_sites=num_sites,
-        base_act=base_act,
-        act_fraction=act_fraction,
-        order=order,
-        act_kwargs=act_kwargs,
-    )
-    plan.require_same_channels(host)
-    return network(plan, num_classes=num_classes, in_channels=in_channels, width=width,
-                   **network_kwargs)
-
-
 # --------------------------------------------------------------------------------------------------
 # ResNet-18 and SE-ResNet-18
 
@@ -488,191 +457,85 @@ class ShuffleNetV2Cifar(nn.Module):
 # builders
 
 
-@register_model(
-    "resnet18",
+_BUILDER_ARGS = """
+    Args:
+        act: unit at every activation site (module docstring); units that need the channel
+            count get each site's.
+        num_classes: classes of the final linear layer (100 for CIFAR-100).
+        in_channels: input channels.
+        width: channel multiplier (> 0; 1 is the standard network; see the module docstring).
+        base_act, act_fraction, order, act_kwargs: the activation plan; see
+            :class:`~attnact.models.act_plan.ActPlan`.
+
+    Raises:
+        ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
+"""
+
+
+def _zoo_model(
+    name: str,
+    network: Callable[..., nn.Module],
+    num_sites: int,
+    *,
+    title: str,
+    description: str,
+    note: str = "",
+    **network_kwargs: Any,
+) -> Callable[..., nn.Module]:
+    """Register the builder of one zoo network: all five take the same arguments, check them
+    alike and build ``network`` from an :class:`ActPlan` of ``num_sites`` sites."""
+
+    def builder(
+        *,
+        act: ActLike = "relu",
+        num_classes: int = 100,
+        in_channels: int = 3,
+        width: float = 1.0,
+        base_act: ActLike = "relu",
+        act_fraction: float = 1.0,
+        order: str = "last_first",
+        act_kwargs: Mapping[str, Any] | None = None,
+    ) -> nn.Module:
+        check_int("num_classes", num_classes)
+        check_int("in_channels", in_channels)
+        checked_width = _check_width(width)
+        plan = ActPlan(act, num_sites=num_sites, base_act=base_act, act_fraction=act_fraction,
+                       order=order, act_kwargs=act_kwargs)
+        plan.require_same_channels(name)
+        return network(plan, num_classes=num_classes, in_channels=in_channels,
+                       width=checked_width, **network_kwargs)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = (f"{title}, {num_sites} activation sites.\n"
+                       + (f"\n    {note}\n" if note else "") + _BUILDER_ARGS)
+    return register_model(name, description=description, input_size=(3, 32, 32),
+                          num_classes=100)(builder)
+
+
+resnet18 = _zoo_model(
+    "resnet18", ResNetCifarV1, 1 + 2 * sum(RESNET18_BLOCKS),
+    title="CIFAR ResNet-18 (He et al. 2016; AReLU paper Fig. 4)",
     description="CIFAR ResNet-18 (3×3 stem, no max pool); AReLU paper Fig. 4",
-    input_size=(3, 32, 32),
-    num_classes=100,
 )
-def resnet18(
-    *,
-    act: ActLike = "relu",
-    num_classes: int = 100,
-    in_channels: int = 3,
-    width: float = 1.0,
-    base_act: ActLike = "relu",
-    act_fraction: float = 1.0,
-    order: str = "last_first",
-    act_kwargs: Mapping[str, Any] | None = None,
-) -> ResNetCifarV1:
-    """CIFAR ResNet-18 (He et al. 2016; AReLU paper Fig. 4), 17 activation sites.
-
-    Args:
-        act: unit at every activation site (module docstring); units that need the channel
-            count get each site's.
-        num_classes: classes of the final linear layer (100 for CIFAR-100).
-        in_channels: input channels.
-        width: channel multiplier (> 0; 1 is the standard network; see the module docstring).
-        base_act, act_fraction, order, act_kwargs: the activation plan; see
-            :class:`~attnact.models.act_plan.ActPlan`.
-
-    Raises:
-        ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
-    """
-    sites = 1 + 2 * sum(RESNET18_BLOCKS)
-    return _build(ResNetCifarV1, "resnet18", sites,
-                  act, num_classes, in_channels, width,
-                  base_act, act_fraction, order, act_kwargs)
-
-
-@register_model(
-    "se_resnet18",
+se_resnet18 = _zoo_model(
+    "se_resnet18", ResNetCifarV1, 1 + 2 * sum(RESNET18_BLOCKS), se_reduction=16,
+    title="CIFAR SE-ResNet-18 (Hu et al. 2018; AReLU paper Fig. 4)",
     description="CIFAR SE-ResNet-18 (SE r=16 on each residual branch); AReLU paper Fig. 4",
-    input_size=(3, 32, 32),
-    num_classes=100,
+    note="The SE modules' own ReLU and sigmoid gate are part of the attention, not sites.",
 )
-def se_resnet18(
-    *,
-    act: ActLike = "relu",
-    num_classes: int = 100,
-    in_channels: int = 3,
-    width: float = 1.0,
-    base_act: ActLike = "relu",
-    act_fraction: float = 1.0,
-    order: str = "last_first",
-    act_kwargs: Mapping[str, Any] | None = None,
-) -> ResNetCifarV1:
-    """CIFAR SE-ResNet-18 (Hu et al. 2018; AReLU paper Fig. 4), 17 activation sites.
-
-    The SE modules' own ReLU and sigmoid gate are part of the attention, not sites.
-
-    Args:
-        act: unit at every activation site (module docstring); units that need the channel
-            count get each site's.
-        num_classes: classes of the final linear layer (100 for CIFAR-100).
-        in_channels: input channels.
-        width: channel multiplier (> 0; 1 is the standard network; see the module docstring).
-        base_act, act_fraction, order, act_kwargs: the activation plan; see
-            :class:`~attnact.models.act_plan.ActPlan`.
-
-    Raises:
-        ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
-    """
-    sites = 1 + 2 * sum(RESNET18_BLOCKS)
-    return _build(ResNetCifarV1, "se_resnet18", sites,
-                  act, num_classes, in_channels, width,
-                  base_act, act_fraction, order, act_kwargs, se_reduction=16)
-
-
-@register_model(
-    "vgg16",
+vgg16 = _zoo_model(
+    "vgg16", VGGCifar, sum(1 for item in VGG16_CONFIG if item != "M"), config=VGG16_CONFIG,
+    title="CIFAR VGG-16 with BN (Simonyan & Zisserman 2015; AReLU paper Fig. 4)",
     description="CIFAR VGG-16 with BatchNorm, one linear layer; AReLU paper Fig. 4",
-    input_size=(3, 32, 32),
-    num_classes=100,
 )
-def vgg16(
-    *,
-    act: ActLike = "relu",
-    num_classes: int = 100,
-    in_channels: int = 3,
-    width: float = 1.0,
-    base_act: ActLike = "relu",
-    act_fraction: float = 1.0,
-    order: str = "last_first",
-    act_kwargs: Mapping[str, Any] | None = None,
-) -> VGGCifar:
-    """CIFAR VGG-16 with BN (Simonyan & Zisserman 2015; AReLU paper Fig. 4), 13 sites.
-
-    Args:
-        act: unit at every activation site (module docstring); units that need the channel
-            count get each site's.
-        num_classes: classes of the final linear layer (100 for CIFAR-100).
-        in_channels: input channels.
-        width: channel multiplier (> 0; 1 is the standard network; see the module docstring).
-        base_act, act_fraction, order, act_kwargs: the activation plan; see
-            :class:`~attnact.models.act_plan.ActPlan`.
-
-    Raises:
-        ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
-    """
-    sites = sum(1 for item in VGG16_CONFIG if item != "M")
-    return _build(VGGCifar, "vgg16", sites,
-                  act, num_classes, in_channels, width,
-                  base_act, act_fraction, order, act_kwargs, config=VGG16_CONFIG)
-
-
-@register_model(
-    "mobilenet_v2",
+mobilenet_v2 = _zoo_model(
+    "mobilenet_v2", MobileNetV2Cifar, 1 + 2 * sum(n for _, _, n, _ in MOBILENET_V2_SETTINGS) + 1,
+    title="CIFAR MobileNetV2 (Sandler et al. 2018; AReLU paper Fig. 4)",
     description="CIFAR MobileNetV2 (stride-1 stem and second stage); AReLU paper Fig. 4",
-    input_size=(3, 32, 32),
-    num_classes=100,
+    note="The sites replace the network's ReLU6 units.",
 )
-def mobilenet_v2(
-    *,
-    act: ActLike = "relu",
-    num_classes: int = 100,
-    in_channels: int = 3,
-    width: float = 1.0,
-    base_act: ActLike = "relu",
-    act_fraction: float = 1.0,
-    order: str = "last_first",
-    act_kwargs: Mapping[str, Any] | None = None,
-) -> MobileNetV2Cifar:
-    """CIFAR MobileNetV2 (Sandler et al. 2018; AReLU paper Fig. 4), 36 activation sites.
-
-    The sites replace the network's ReLU6 units.
-
-    Args:
-        act: unit at every activation site (module docstring); units that need the channel
-            count get each site's.
-        num_classes: classes of the final linear layer (100 for CIFAR-100).
-        in_channels: input channels.
-        width: channel multiplier (> 0; 1 is the standard network; see the module docstring).
-        base_act, act_fraction, order, act_kwargs: the activation plan; see
-            :class:`~attnact.models.act_plan.ActPlan`.
-
-    Raises:
-        ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
-    """
-    sites = 1 + 2 * sum(n for _, _, n, _ in MOBILENET_V2_SETTINGS) + 1
-    return _build(MobileNetV2Cifar, "mobilenet_v2", sites,
-                  act, num_classes, in_channels, width,
-                  base_act, act_fraction, order, act_kwargs)
-
-
-@register_model(
-    "shufflenet_v2",
+shufflenet_v2 = _zoo_model(
+    "shufflenet_v2", ShuffleNetV2Cifar, 1 + sum(3 + 2 * n for _, n in SHUFFLENET_V2_STAGES) + 1,
+    title="CIFAR ShuffleNetV2 1.0× (Ma et al. 2018; AReLU paper Fig. 4)",
     description="CIFAR ShuffleNetV2 1.0× (stride-1 stem, no max pool); AReLU paper Fig. 4",
-    input_size=(3, 32, 32),
-    num_classes=100,
 )
-def shufflenet_v2(
-    *,
-    act: ActLike = "relu",
-    num_classes: int = 100,
-    in_channels: int = 3,
-    width: float = 1.0,
-    base_act: ActLike = "relu",
-    act_fraction: float = 1.0,
-    order: str = "last_first",
-    act_kwargs: Mapping[str, Any] | None = None,
-) -> ShuffleNetV2Cifar:
-    """CIFAR ShuffleNetV2 1.0× (Ma et al. 2018; AReLU paper Fig. 4), 37 activation sites.
-
-    Args:
-        act: unit at every activation site (module docstring); units that need the channel
-            count get each site's.
-        num_classes: classes of the final linear layer (100 for CIFAR-100).
-        in_channels: input channels.
-        width: channel multiplier (> 0; 1 is the standard network; see the module docstring).
-        base_act, act_fraction, order, act_kwargs: the activation plan; see
-            :class:`~attnact.models.act_plan.ActPlan`.
-
-    Raises:
-        ValueError: a bad argument (named in the message), or a channel-changing unit (Maxout).
-    """
-    sites = 1 + sum(3 + 2 * n for _, n in SHUFFLENET_V2_STAGES) + 1
-    return _build(ShuffleNetV2Cifar, "shufflenet_v2", sites,
-                  act, num_classes, in_channels, width,
-                  base_act, act_fraction, order, act_kwargs)
-
