@@ -24,3 +24,26 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so neither the engine nor a sweep's runner
+    handles it, and no failed/interrupted summary is written."""
+
+
+@pytest.fixture
+def kill_before_last_csv(monkeypatch):
+    """Make the engine die (raise :class:`Killed`) after its last epoch's checkpoint, before that
+    epoch's metrics.csv rewrite. Yields the exception class; the test's ``monkeypatch.undo()``
+    lets the next run write normally."""
+    import attnact.train.engine as engine
+
+    write_csv = engine._Run._write_metrics_csv
+
+    def killed(self):
+        if len(self.history) == self.config.epochs:
+            raise Killed
+        write_csv(self)
+
+    monkeypatch.setattr(engine._Run, "_write_metrics_csv", killed)
+    yield Killed

@@ -242,29 +242,15 @@ def test_worker_processes_survive_a_dying_worker(tmp_path, helpers):
     assert any("FAILED" in m for m in messages)
 
 
-class _Killed(BaseException):
-    """Stands in for SIGKILL: neither the engine nor the runner handles it."""
-
-
-def test_a_run_killed_after_its_last_checkpoint_is_indexed_with_every_epoch(tmp_path, helpers,
-                                                                             monkeypatch):
+def test_a_run_killed_after_its_last_checkpoint_is_indexed_with_every_epoch(
+        tmp_path, helpers, monkeypatch, kill_before_last_csv):
     """The window the interruption test hit now and then: the sweep killed after a run's last
     checkpoint, before its metrics.csv rewrite. The restart resumes it with nothing left to
     train; results.csv must still count all its epochs."""
-    import attnact.train.engine as engine
-
     spec = RunSpec(run_key("tiny", "mid", "seed0"), {"variant": "mid", "seed": 0},
                    helpers.tiny_config("mid", 0, epochs=3), fit=helpers.FIT)
     store = RunStore(tmp_path)
-    write_csv = engine._Run._write_metrics_csv
-
-    def killed_before_last_csv(self):
-        if len(self.history) == self.config.epochs:
-            raise _Killed
-        write_csv(self)
-
-    monkeypatch.setattr(engine._Run, "_write_metrics_csv", killed_before_last_csv)
-    with pytest.raises(_Killed):
+    with pytest.raises(kill_before_last_csv):
         run_grid([spec], store, backend="inline", log=quiet)
     monkeypatch.undo()
     assert store.status(spec.key) == "unfinished"

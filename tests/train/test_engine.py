@@ -164,26 +164,13 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path, fakes):
     assert_same_weights(done.model, again.model)
 
 
-class _Killed(BaseException):
-    """Stands in for SIGKILL: not an Exception, so fit writes no failed/interrupted summary."""
-
-
-def test_resume_after_a_kill_between_the_last_checkpoint_and_the_csv(tmp_path, fakes, monkeypatch):
+def test_resume_after_a_kill_between_the_last_checkpoint_and_the_csv(tmp_path, fakes, monkeypatch,
+                                                                    kill_before_last_csv):
     """Killed after the last epoch's checkpoint but before its metrics.csv rewrite, a run resumes
     with no epoch left to train; the resume must still rebuild the CSV from the checkpoint (a
     sweep's results.csv counted 2 epochs of a finished 3-epoch run)."""
-    import attnact.train.engine as engine
-
     cfg = config(tmp_path, epochs=3)
-    write_csv = engine._Run._write_metrics_csv
-
-    def killed_before_last_csv(self):
-        if len(self.history) == self.config.epochs:
-            raise _Killed
-        write_csv(self)
-
-    monkeypatch.setattr(engine._Run, "_write_metrics_csv", killed_before_last_csv)
-    with pytest.raises(_Killed):
+    with pytest.raises(kill_before_last_csv):
         run(fakes, cfg)
     monkeypatch.undo()
     out = tmp_path / "run"
