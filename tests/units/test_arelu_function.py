@@ -563,10 +563,14 @@ def test_select_and_masked_equal_where_eagerly_and_compiled():
         mask = torch.randn(3, 5, 7) > 0
         a = torch.tensor([0.01, 1.62, 0.99, 1e-30, 3.0], dtype=dtype).view(1, 5, 1)
         b = torch.tensor([-0.25, 1.0, 2.0, 0.7, 1e30], dtype=dtype).view(1, 5, 1)
-        assert torch.equal(fused.select(mask, a, b), torch.where(mask, a, b))
-        assert torch.equal(fused.masked(mask, t), torch.where(mask, t, 0.0))
-        both = torch.compile(lambda m, t, a, b: (fused.select(m, a, b), fused.masked(m, t)),
-                             backend="eager", fullgraph=True)(mask, t, a, b)
+        for m in (mask, fused.condition(mask, dtype)):  # bool, or converted once (eager: 0/1)
+            assert torch.equal(fused.select(m, a, b), torch.where(mask, a, b))
+            assert torch.equal(fused.masked(m, t), torch.where(mask, t, 0.0))
+        def both_forms(m, t, a, b):
+            c = fused.condition(m, t.dtype)
+            return fused.select(c, a, b), fused.masked(c, t)
+
+        both = torch.compile(both_forms, backend="eager", fullgraph=True)(mask, t, a, b)
         assert torch.equal(both[0], torch.where(mask, a, b))
         assert torch.equal(both[1], torch.where(mask, t, 0.0))
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnact.units.fused import FusedKernel, masked, select
+from attnact.units.fused import FusedKernel, condition, masked, select
 
 __all__ = ["ALPHA_RANGE", "AReLUFunction", "ELSAFunction"]
 
@@ -80,7 +80,7 @@ def _arelu_backward(
     sig = torch.sigmoid(beta)
     neg = alpha.clamp(_LO, _HI).to(y.dtype)
     pos = (1.0 + sig).to(y.dtype)
-    below = _sign_bit_set(y)  # x < 0, recovered from y (see _arelu_forward)
+    below = condition(_sign_bit_set(y), y.dtype)  # x < 0, recovered from y (_arelu_forward)
     grad_x = grad * select(below, neg, pos)  # Eq. (11) with C(α)
     gy = grad * y
     # y = C(α)·x below zero and (1 + σ(β))·x above, so Σ g·x = Σ g·y / slope: one division per
@@ -115,7 +115,7 @@ def _elsa_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of A(x) + L(x, α, β) given ``grad_a`` = (∂A/∂x)ᵀ·grad (None: not needed)."""
     sig = torch.sigmoid(beta)
-    above = x >= 0
+    above = condition(x >= 0, x.dtype)
     grad_x = grad * select(above, sig.to(x.dtype), alpha.clamp(_LO, _HI).to(x.dtype))
     if grad_a is not None:
         grad_x = grad_x + grad_a

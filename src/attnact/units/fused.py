@@ -39,6 +39,7 @@ import torch
 
 __all__ = [
     "FusedKernel",
+    "condition",
     "fused_enabled",
     "fused_mode",
     "fused_status",
@@ -121,8 +122,16 @@ def _nested_call_unsafe() -> bool:
 # forms below cost AReLU's kernels 30% more). So the kernels pick the form by context.
 
 
+def condition(cond: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``cond`` in the form :func:`select` and :func:`masked` use: bool when compiling, 0/1 of
+    ``dtype`` eagerly. Convert once where one condition serves several selections (a pass over
+    memory each time eagerly)."""
+    return cond if torch.compiler.is_compiling() else cond.to(dtype)
+
+
 def select(mask: torch.Tensor, if_true: torch.Tensor, if_false: torch.Tensor) -> torch.Tensor:
-    """``torch.where(mask, if_true, if_false)`` for a bool ``mask`` and finite operands.
+    """``torch.where(mask, if_true, if_false)`` for a bool (or :func:`condition`) ``mask`` and
+    finite operands.
 
     Eagerly ``lerp(if_false, if_true, mask)``, which is exact at weights 0 and 1 (torch computes
     ``start + w·(end − start)`` for w < 0.5 and ``end − (end − start)·(1 − w)`` otherwise), so
@@ -134,8 +143,8 @@ def select(mask: torch.Tensor, if_true: torch.Tensor, if_false: torch.Tensor) ->
 
 
 def masked(mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``t`` where ``mask``, else 0 (eagerly ``t · mask``: equal unless t holds inf or NaN
-    where the mask is False, which then turn into NaN)."""
+    """``t`` where ``mask`` (bool, or :func:`condition`), else 0 (eagerly ``t · mask``: equal
+    unless t holds inf or NaN where the mask is False, which then turn into NaN)."""
     if torch.compiler.is_compiling():
         return torch.where(mask, t, 0.0)
     return t * mask.to(t.dtype)
