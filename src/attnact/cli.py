@@ -47,29 +47,36 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from attnact.models import info_report
 
-    print(
-        info_report(
-            args.model, args.act, input_size=args.input_size, num_classes=args.num_classes
-        )
-    )
+    input_size, num_classes = args.input_size, args.num_classes
+    if args.dataset is not None:
+        # The input a run on that dataset gives the model: the same path as train and compare.
+        from attnact.train.build import data_shape
+        from attnact.train.config import TrainConfig
+
+        if input_size is not None:
+            raise ValueError("--input-size and --dataset exclude each other (the dataset "
+                             "gives the input size; add pad_to with --pad-to)")
+        shape = data_shape(TrainConfig(model=args.model, dataset=args.dataset,
+                                       pad_to=args.pad_to))
+        input_size = shape.input_size
+        num_classes = num_classes or shape.num_classes
+    elif args.pad_to is not None:
+        raise ValueError("--pad-to needs --dataset")
+    print(info_report(args.model, args.act, input_size=input_size, num_classes=num_classes))
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from attnact.experiments.compare import compare
-    from attnact.train.config import TrainConfig
+    from attnact.train.cli import config_from_args
 
-    config = TrainConfig.preset(args.preset)
-    flags = {
-        "epochs": args.epochs, "model": args.model, "dataset": args.dataset,
-        "data_dir": args.data_dir, "limit_train": args.limit_train, "lr": args.lr,
-    }
-    config = config.replace(**{k: v for k, v in flags.items() if v is not None})
-    config = config.with_overrides(args.overrides).replace(progress=not args.quiet)
+    config = config_from_args(args)
+    if args.quiet:
+        config = config.replace(progress=False)
     acts = [a.strip() for a in args.acts.split(",") if a.strip()]
     report = compare(
         acts, config, Path(args.out), seeds=args.seeds, baseline=args.baseline,
-        workers=args.workers,
+        workers=args.workers, time_rounds=args.time_rounds,
     )
     print()
     print((Path(args.out) / "table.md").read_text())
@@ -83,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     from attnact.experiments.cli import add_reproduce_subparser
     from attnact.experiments.compare import DEMO_ACTIVATIONS
     from attnact.perf.cli import add_bench_subparser
-    from attnact.train.cli import add_train_subparser
-    from attnact.train.config import list_presets
+    from attnact.train.cli import add_config_arguments, add_train_subparser
 
     parser = argparse.ArgumentParser(
         prog="attnact", description="Attentional activation functions: ATAC, AReLU, ELSA."
@@ -96,26 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="train several activations under identical conditions and report them",
         description=(
             "Train each activation for several seeds under identical conditions (same data "
-            "order and seed per seed index) and write a table (mean ± std, 95%% CI, paired "
+            "order and seed per seed index) and write a table (mean ± std, 95% CI, paired "
             "difference to the baseline, time per epoch), a CSV of every run and a figure. "
             "With no arguments: the embedded demo, mnist_conv on Fashion-MNIST. Re-running "
             "the same command skips finished runs and resumes unfinished ones."
         ),
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    add_config_arguments(p, preset="demo", skip=("act",))
     p.add_argument("--acts", default=",".join(DEMO_ACTIVATIONS), help="comma-separated names")
     p.add_argument("--seeds", type=int, default=2, help="runs per activation (default 2)")
-    p.add_argument("--preset", default="demo", choices=list_presets(), help="base recipe")
     p.add_argument("--baseline", default="relu", help="activation the others are compared to")
     p.add_argument("--out", default=DEFAULT_COMPARE_OUT, help="output directory")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--model")
-    p.add_argument("--dataset")
-    p.add_argument("--data-dir")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--limit-train", type=int, help="train on the first N samples only")
     p.add_argument("--workers", type=int, default=1,
                    help="runs trained at once, each in its own process (default 1)")
+    p.add_argument("--time-rounds", type=int, default=15,
+                   help="interleaved rounds of the step-time measurement (0: none; default 15)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
 
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--act", default="relu")
     p.add_argument("--input-size", help="C,H,W (default: the model's)")
+    p.add_argument("--dataset", help="take the input size and classes from this dataset")
+    p.add_argument("--pad-to", type=int, help="with --dataset: images zero-padded to this side")
     p.add_argument("--num-classes", type=int)
     p.set_defaults(func=_cmd_info)
 
@@ -142,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from attnact.train.cli import parse_args_with_overrides
+
+    args = parse_args_with_overrides(build_parser(), argv)
     try:
         return int(args.func(args))
     except ValueError as err:  # bad input: a clear message, not a traceback

@@ -132,3 +132,43 @@ def test_time_ratios_measured_side_by_side_once(tmp_path, base):
     compare(["relu", "atac"], base, tmp_path, **kw)
     assert calls == [("relu", "atac")]  # measured once, reused by the re-run
     assert (tmp_path / "table.md").read_text() == table
+
+
+def test_a_failed_time_measurement_keeps_the_table(tmp_path, base):
+    """The runs are trained: a timing that fails is reported in its column, not raised."""
+
+    def failing(config, acts, baseline):
+        raise RuntimeError("running_mean should contain 1 elements not 3")
+
+    fake = FakeFit()
+    report = compare(["relu", "arelu"], base, tmp_path, seeds=3, fit=fake, log=lambda s: None,
+                     time_ratios=failing)
+    rows = {r["activation"]: r for r in report.rows}
+    assert rows["arelu"]["time/epoch vs relu"] == (
+        "not measured (RuntimeError: running_mean should contain 1 elements not 3)"
+    )
+    assert rows["arelu"]["final top-1 (%)"] == "83.67 ± 2.52"  # the accuracies are all there
+    assert "not measured" in (tmp_path / "table.md").read_text()
+    assert not (tmp_path / "time_ratios.json").exists()  # a re-run measures again
+
+
+def test_a_model_that_rejects_the_data_fails_before_any_run(tmp_path, base):
+    """With the engine, every model is checked on a batch of the real data first."""
+    pytest.importorskip("attnact.data")
+    from attnact.data import is_available
+
+    if not is_available("fashion_mnist"):
+        pytest.skip("Fashion-MNIST not on this machine")
+    bad = base.replace(model_kwargs={"in_channels": 3})  # the data is 1×28×28
+    with pytest.raises(ValueError, match=r"mnist_conv \(act relu\) cannot take dataset "
+                                         r"fashion_mnist.*drop model_kwargs.in_channels"):
+        compare(["relu", "arelu"], bad, tmp_path, seeds=1, log=lambda s: None)
+    assert not (tmp_path / "runs" / "relu").exists()
+
+
+def test_time_rounds_zero_measures_nothing(tmp_path, base):
+    report = compare(["relu", "atac"], base, tmp_path, seeds=3, fit=FakeFit(),
+                     log=lambda s: None, time_rounds=0)
+    assert {r["time/epoch vs relu"] for r in report.rows} == {"not measured (time_rounds=0)"}
+    with pytest.raises(ValueError, match="time_rounds"):
+        compare(["relu"], base, tmp_path, fit=FakeFit(), time_rounds=-1)

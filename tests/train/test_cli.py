@@ -168,3 +168,43 @@ def test_torchrun_cli_matches_one_process(tmp_path):
     assert s2["world_size"] == 2
     assert s1["final"]["test_top1"] == pytest.approx(s2["final"]["test_top1"], abs=0.5)
     assert torch.isfinite(torch.tensor(s2["final"]["test_loss"]))
+
+
+def test_overrides_may_follow_flags_in_any_order(capsys):
+    from attnact.cli import main
+
+    assert main(["train", "--epochs", "1", "lr=0.1", "--seed", "3", "batch_size=64",
+                 "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    for line in ("lr: 0.1", "seed: 3", "batch_size: 64", "epochs: 1"):
+        assert line in printed.splitlines()
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "1", "lr=0.1", "--bogus", "--print-config"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_compare_reads_its_config_through_the_same_path_as_train(monkeypatch, tmp_path):
+    """compare --limit-train/--batch-size/--config/key=value resolve exactly as train's."""
+    import attnact.experiments.compare as cmp
+    from attnact.cli import main
+
+    seen = {}
+
+    def fake_compare(acts, config, out, **kw):
+        seen["config"] = config
+        (out / "table.md").parent.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text("t")
+        return type("R", (), {"files": {}})()
+
+    monkeypatch.setattr(cmp, "compare", fake_compare)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lr: 0.5\nepochs: 4\n")
+    args = ["--preset", "demo", "--config", str(cfg), "--limit-train", "256", "--epochs", "2",
+            "limit_test=100", "--batch-size", "64", "momentum=0.5"]
+    assert main(["compare", "--acts", "relu", "--out", str(tmp_path / "o"), *args]) == 0
+    from attnact.cli import build_parser
+    from attnact.train.cli import config_from_args, parse_args_with_overrides
+
+    expected = config_from_args(parse_args_with_overrides(build_parser(), ["train", *args]))
+    assert seen["config"] == expected.replace(out_dir=None)
+    assert (seen["config"].lr, seen["config"].epochs, seen["config"].limit_train) == (0.5, 2, 256)

@@ -264,14 +264,11 @@ def _one_per_class(loader: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _load_model(record: RunRecord, info: Any) -> torch.nn.Module:
-    from attnact.models import create_model
+    from attnact.train.build import build_model, data_shape
     from attnact.train.checkpoint import load_checkpoint
 
     config = TrainConfig.from_dict(record.summary["config"])
-    kwargs = {**config.model_kwargs, "in_channels": info.channels}
-    if config.act_kwargs:
-        kwargs["act_kwargs"] = dict(config.act_kwargs)
-    model = create_model(config.model, act=config.act, num_classes=info.num_classes, **kwargs)
+    model = build_model(config, data_shape(config, info))
     model.load_state_dict(load_checkpoint(record.run_dir / "checkpoint.pt")["model"])
     return model.eval()
 

@@ -168,13 +168,11 @@ class Domain:
 
 
 def _model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
-    from attnact.models import create_model
+    from attnact.train.build import DataShape, build_model
 
     torch.manual_seed(config.seed)  # the initial weights depend on the seed only
-    kwargs = {**config.model_kwargs, "in_channels": 3}
-    if config.act_kwargs:
-        kwargs["act_kwargs"] = dict(config.act_kwargs)
-    return create_model(config.model, act=config.act, num_classes=num_classes, **kwargs)
+    # Both domains reach the network as 3×SIZE×SIZE (to_rgb32), whatever the source dataset.
+    return build_model(config, DataShape(config.dataset, (3, SIZE, SIZE), num_classes))
 
 
 def fit_transfer(config: TrainConfig) -> dict[str, Any]:

@@ -291,22 +291,12 @@ def atac_spec(preset: str, dataset: str, b: int, unit: Unit, seed: int) -> RunSp
 @lru_cache(maxsize=256)
 def host_cost(dataset: str, b: int, unit_name: str, pad_to: int | None) -> tuple[int, int | None]:
     """(parameters, MACs of one image) of a CIFAR-host run's model, counted here."""
-    from attnact.data import dataset_info
-    from attnact.models import count_macs, count_parameters, create_model
+    from attnact.train.build import model_cost
 
     unit = UNITS.get(unit_name) or _unit_from_name(unit_name)
-    info = dataset_info(dataset)
-    size = pad_to or max(info.image_size)
-    config = atac_config("quick", dataset, b, unit, 0)
-    kwargs = {**config.model_kwargs, "in_channels": info.channels, "image_size": size}
-    if unit.act_kwargs:
-        kwargs["act_kwargs"] = dict(unit.act_kwargs)
-    model = create_model("resnet_cifar", act=unit.act, num_classes=info.num_classes, **kwargs)
-    try:
-        macs: int | None = int(count_macs(model, (info.channels, size, size)))
-    except Exception:  # a unit without meta kernels: the cost column is a nicety
-        macs = None
-    return count_parameters(model), macs
+    config = atac_config("quick", dataset, b, unit, 0).replace(pad_to=pad_to)
+    cost = model_cost(config)
+    return cost.params, cost.macs
 
 
 def _unit_from_name(name: str) -> Unit:

@@ -24,7 +24,7 @@ import csv
 import json
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from attnact.fileio import atomic_write_json, atomic_write_text
 from attnact.report.figures import plot_curves
 from attnact.report.stats import paired_difference, summarize
 from attnact.report.tables import to_csv, to_latex, to_markdown
+from attnact.train.build import model_cost, preflight
 
 __all__ = [
     "DEMO_ACTIVATIONS",
@@ -109,83 +110,51 @@ def load_run(run_dir: Path, act: str, seed_index: int) -> RunRecord | None:
     )
 
 
-def _build_model(config: Any, act: str) -> Any:
-    """The model a run of this comparison trains, freshly initialised."""
-    from attnact.models import create_model
-
-    return create_model(
-        config.model, act=act, num_classes=_num_classes(config), act_kwargs=config.act_kwargs,
-        **config.model_kwargs,
-    )
-
-
-def _model_cost(config: Any, act: str) -> tuple[int, int | None]:
-    """Parameters and MACs of the model this run trains (MACs None if they can't be counted)."""
-    from attnact.models import model_spec
-    from attnact.models.profile import count_macs, count_parameters
-
-    model = _build_model(config, act)
-    input_size = _input_size(config, model_spec(config.model).input_size)
-    try:
-        macs = int(count_macs(model, input_size))
-    except Exception:  # counting is a report nicety; never fail a finished comparison for it
-        macs = None
-    return count_parameters(model), macs
-
-
-def measure_time_ratios(config: Any, acts: Sequence[str], baseline: str) -> dict[str, float]:
+def measure_time_ratios(
+    config: Any, acts: Sequence[str], baseline: str, *, rounds: int = 15
+) -> dict[str, float]:
     """Training-step time of each activation's model relative to the baseline's, measured side
-    by side in this process on one batch of the run's size (see :mod:`attnact.perf.steptime`).
+    by side in this process on one batch of the run's size and input shape (see
+    :mod:`attnact.perf.steptime`).
 
     Per-epoch wall times of runs trained minutes apart mostly measure the machine's load at the
     time; an interleaved median does not.
     """
     import torch
 
-    from attnact.models import model_spec
     from attnact.perf.steptime import relative_step_times
+    from attnact.train.build import build_model, data_shape
 
+    shape = data_shape(config)
     gen = torch.Generator().manual_seed(0)
-    size = _input_size(config, model_spec(config.model).input_size)
-    x = torch.randn(config.batch_size, *size, generator=gen)
-    y = torch.randint(0, _num_classes(config), (config.batch_size,), generator=gen)
-    factories = {act: (lambda a=act: _build_model(config, a)) for act in acts}
-    return relative_step_times(factories, x, y, baseline=baseline)
+    x = torch.randn(config.batch_size, *shape.input_size, generator=gen)
+    y = torch.randint(0, shape.num_classes, (config.batch_size,), generator=gen)
+    factories = {act: (lambda a=act: build_model(config, shape, act=a)) for act in acts}
+    return relative_step_times(factories, x, y, baseline=baseline, rounds=rounds,
+                               warmup=min(3, rounds))
 
 
 def _cached_time_ratios(
     out: Path, config: Any, acts: Sequence[str], baseline: str,
     measure: Callable[[Any, Sequence[str], str], dict[str, float]],
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """Time ratios measured once per comparison and kept in ``time_ratios.json``, so a re-run
     that trains nothing reproduces the same report."""
     path = out / "time_ratios.json"
     key = {"model": config.model, "model_kwargs": config.model_kwargs,
-           "batch_size": config.batch_size, "baseline": baseline}
+           "batch_size": config.batch_size, "baseline": baseline,
+           "dataset": config.dataset, "pad_to": config.pad_to}
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("key") == json.loads(json.dumps(key)) and set(acts) <= set(cached["ratios"]):
             return {a: cached["ratios"][a] for a in acts}
-    ratios = measure(config, acts, baseline)
+    try:
+        ratios = measure(config, acts, baseline)
+    except Exception as err:  # the runs are trained: a failed timing must not lose the table
+        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+        return {a: f"not measured ({reason})" for a in acts}
     atomic_write_json(path, {"key": key, "ratios": ratios})
     return ratios
-
-
-def _num_classes(config: Any) -> int:
-    from attnact.data import dataset_info
-
-    return dataset_info(config.dataset).num_classes
-
-
-def _input_size(config: Any, default: Sequence[int]) -> tuple[int, ...]:
-    from attnact.data import dataset_info
-
-    info = dataset_info(config.dataset)
-    if config.pad_to:
-        return (info.channels, config.pad_to, config.pad_to)
-    if info.image_size:
-        return (info.channels, *info.image_size)
-    return tuple(default)
 
 
 def compare(
@@ -198,7 +167,8 @@ def compare(
     fit: Callable[[Any], Any] | None = None,
     log: Callable[[str], None] = print,
     workers: int = 1,
-    time_ratios: Callable[[Any, Sequence[str], str], dict[str, float]] = measure_time_ratios,
+    time_ratios: Callable[[Any, Sequence[str], str], dict[str, float]] | None = None,
+    time_rounds: int = 15,
 ) -> CompareReport:
     """Train every activation in ``acts`` for ``seeds`` seeds from ``base_config`` and report.
 
@@ -215,9 +185,13 @@ def compare(
             with ``cores // workers`` threads) and needs ``fit=None``.
         time_ratios: measures each activation's training time relative to the baseline
             (default: side by side in this process, :func:`measure_time_ratios`).
+        time_rounds: interleaved timing rounds of the default measurement; 0 measures
+            nothing (the column says so).
     """
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if isinstance(time_rounds, bool) or not isinstance(time_rounds, int) or time_rounds < 0:
+        raise ValueError(f"time_rounds must be an integer >= 0, got {time_rounds!r}")
     if not acts:
         raise ValueError("acts must name at least one activation")
     if len(set(acts)) != len(acts):
@@ -232,6 +206,13 @@ def compare(
     base = baseline if baseline in acts else acts[0]
 
     # Interleaved: every activation for seed 0, then seed 1 (see the module docstring).
+    if fit is None:
+        # One batch of the real data through every model that still has runs to train, before
+        # the first trains: a model that cannot take the dataset fails now, not hours later.
+        store = RunStore(out / "runs")
+        todo = [act for act in acts
+                if any(not store.is_finished(f"{act}/seed{k}") for k in range(seeds))]
+        preflight([replace(base_config, act=act) for act in todo])
     specs = [
         RunSpec(
             key=f"{act}/seed{k}",
@@ -255,7 +236,15 @@ def compare(
             f"runs did not finish: {', '.join(missing)}" + (f" ({detail})" if detail else "")
         )
     runs = [r for r in loaded.values() if r is not None]
-    ratios = _cached_time_ratios(out, base_config, acts, base, time_ratios)
+    if time_ratios is not None:
+        ratios = _cached_time_ratios(out, base_config, acts, base, time_ratios)
+    elif time_rounds == 0:
+        ratios = {a: "not measured (time_rounds=0)" for a in acts}
+    else:
+        def measure(config: Any, names: Sequence[str], ref: str) -> dict[str, float]:
+            return measure_time_ratios(config, names, ref, rounds=time_rounds)
+
+        ratios = _cached_time_ratios(out, base_config, acts, base, measure)
     return write_report(runs, acts, base, base_config, out, ratios)
 
 
@@ -265,7 +254,7 @@ def write_report(
     baseline: str,
     config: Any,
     out: Path,
-    time_ratios: dict[str, float],
+    time_ratios: Mapping[str, float | str],
 ) -> CompareReport:
     """Aggregate finished runs into the comparison's tables, CSVs and figure."""
     by_act = {a: sorted((r for r in runs if r.act == a), key=lambda r: r.seed_index) for a in acts}
@@ -273,13 +262,14 @@ def write_report(
     rows = []
     for act in acts:
         rs = by_act[act]
-        params, macs = _model_cost(config, act)
+        cost = model_cost(config, act=act)
         final = summarize([r.final_top1 for r in rs])
         first = summarize([r.first_epoch_top1 for r in rs])
         row: dict[str, Any] = {
             "activation": act,
-            "params": params,
-            "MACs": "–" if macs is None else f"{macs / 1e6:.2f}M",
+            "params": cost.params,
+            "MACs": (f"{cost.macs / 1e6:.2f}M" if cost.macs is not None
+                     else f"not counted ({cost.macs_error})"),
             "top-1 after epoch 1 (%)": first.format(),
             "final top-1 (%)": final.format(),
             "95% CI (%)": final.format_ci(),
@@ -291,7 +281,8 @@ def write_report(
             )
         else:
             row[f"vs {baseline} (points)"] = "baseline"
-        row[f"time/epoch vs {baseline}"] = f"{time_ratios[act]:.2f}x"
+        ratio = time_ratios[act]
+        row[f"time/epoch vs {baseline}"] = f"{ratio:.2f}x" if isinstance(ratio, float) else ratio
         rows.append(row)
 
     seeds = max(len(rs) for rs in by_act.values())

@@ -1235,6 +1235,11 @@ def reproduce(
     if not report_only:
         todo = [s for s in specs if not store.is_finished(s.key)]
         _check_data(exp, todo)
+        # One batch of the real data through every distinct model of the plain-engine runs
+        # before the first trains (MAML and transfer runs read their data their own way).
+        from attnact.train.build import preflight
+
+        preflight([s.config for s in todo if s.fit == DEFAULT_FIT])
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         sweep = run_grid(specs, store, workers=workers, backend=backend, threads=threads,
                          verbose=verbose, log=log, tag=exp.name)

@@ -509,17 +509,10 @@ def _pools(
 
 
 def _build_model(config: TrainConfig, meta: MAMLSettings, info: Any) -> nn.Module:
-    from attnact.models import create_model, model_spec
+    from attnact.train.build import build_model, data_shape
 
-    kwargs = dict(config.model_kwargs)
-    if config.act_kwargs:
-        kwargs["act_kwargs"] = dict(config.act_kwargs)
-    accepted = model_spec(config.model).arguments
-    derived = {"in_channels": info.channels, "image_size": config.pad_to or max(info.image_size)}
-    for key, value in derived.items():
-        if key in accepted and key not in kwargs:
-            kwargs[key] = value
-    return create_model(config.model, act=config.act, num_classes=meta.ways, **kwargs)
+    # The network classifies a task's ways, not the dataset's classes.
+    return build_model(config, data_shape(config, info), num_classes=meta.ways)
 
 
 def _best_row(history: list[dict[str, Any]]) -> dict[str, Any]:

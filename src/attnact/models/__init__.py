@@ -24,6 +24,7 @@ from attnact.models.profile import (
 from attnact.models.registry import (
     ModelSpec,
     create_model,
+    fit_to_input,
     list_models,
     model_spec,
     register_model,
@@ -42,6 +43,7 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "create_model",
+    "fit_to_input",
     "info_report",
     "list_models",
     "mnist_conv",

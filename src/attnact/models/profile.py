@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnact.models.registry import create_model, model_spec
+from attnact.models.registry import create_model, fit_to_input, model_spec
 
 __all__ = [
     "LayerProfile",
@@ -249,15 +249,8 @@ def info_report(
     """
     spec = model_spec(model_name)
     size = _parse_input_size(input_size, spec.input_size)
-    if "in_channels" in spec.arguments and "in_channels" not in model_kwargs:
-        model_kwargs["in_channels"] = size[0]
-    if (
-        "image_size" in spec.arguments
-        and "image_size" not in model_kwargs
-        and size[1] == size[2]
-        and size != spec.input_size
-    ):
-        model_kwargs["image_size"] = size[1]  # e.g. the GE gather of resnet_cifar
+    # fitted to the input the way every command fits a model to its data
+    model_kwargs = fit_to_input(spec, size, model_kwargs)
     model = create_model(spec.name, act=act, num_classes=num_classes, **model_kwargs)
     params = count_parameters(model)
     macs, rows = count_macs(model, size, per_layer=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,14 @@ from torch import nn
 
 from attnact._checks import check_int
 
-__all__ = ["ModelSpec", "create_model", "list_models", "model_spec", "register_model"]
+__all__ = [
+    "ModelSpec",
+    "create_model",
+    "fit_to_input",
+    "list_models",
+    "model_spec",
+    "register_model",
+]
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,12 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def create_model(
-    name: str, act: Any = "relu", num_classes: int | None = None, **kwargs: Any
+    name: str,
+    act: Any = "relu",
+    num_classes: int | None = None,
+    *,
+    input_size: Sequence[int] | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build a fresh host network by registered name.
 
@@ -115,12 +127,17 @@ def create_model(
         name: a name from :func:`list_models`.
         act: the activation under study (registered name, ``nn.Module`` class or factory).
         num_classes: output classes; None means the model's default (``model_spec(name)``).
+        input_size: the (C, H, W) of the data the model will see; None is the model's default.
+            It sets the builder's ``in_channels`` and ``image_size`` (the longer side) where the
+            builder has them and ``kwargs`` does not give them (:func:`fit_to_input`).
         **kwargs: the builder's other keyword arguments (see its docstring).
 
     Raises:
         ValueError: unknown name, an argument the builder does not take, or a bad value.
     """
     spec = model_spec(name)
+    if input_size is not None:
+        kwargs = fit_to_input(spec, input_size, kwargs)
     allowed = [a for a in spec.arguments if a not in ("act", "num_classes")]
     for key in kwargs:
         if key not in allowed:
@@ -133,3 +150,26 @@ def create_model(
     if num_classes is None:
         num_classes = spec.num_classes
     return spec.builder(act=act, num_classes=num_classes, **kwargs)
+
+
+def fit_to_input(
+    spec: ModelSpec, input_size: Sequence[int], kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``kwargs`` with the builder arguments that fit the model to (C, H, W) inputs.
+
+    The one rule every command uses: ``in_channels = C`` (MNIST-Conv on 3-channel SVHN, a CIFAR
+    network on grey images) and ``image_size = max(H, W)`` (the side the GE gather of
+    ``resnet_cifar`` is designed for), each only where the builder takes it and ``kwargs``
+    does not set it.
+    """
+    size = tuple(input_size)
+    if len(size) != 3:
+        raise ValueError(f"input_size must be (C, H, W), got {input_size!r}")
+    for i, v in enumerate(size):
+        check_int(f"input_size[{i}]", v)
+    fitted = dict(kwargs)
+    derived = {"in_channels": size[0], "image_size": max(size[1], size[2])}
+    for key, value in derived.items():
+        if key in spec.arguments and key not in fitted:
+            fitted[key] = value
+    return fitted

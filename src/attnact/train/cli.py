@@ -23,7 +23,14 @@ from typing import Any
 
 from attnact.train.config import TrainConfig, list_presets
 
-__all__ = ["add_train_subparser", "config_from_args", "main", "run_train"]
+__all__ = [
+    "add_config_arguments",
+    "add_train_subparser",
+    "config_from_args",
+    "main",
+    "parse_args_with_overrides",
+    "run_train",
+]
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
@@ -39,6 +46,8 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--optimizer", "optimizer", str, "sgd, nag or adam"),
     ("--seed", "seed", int, "random seed"),
     ("--device", "device", str, "auto, cpu or cuda"),
+    ("--limit-train", "limit_train", int, "train on the first N training samples only"),
+    ("--limit-test", "limit_test", int, "evaluate on the first N test samples only"),
 )
 
 
@@ -60,9 +69,7 @@ def add_train_subparser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--preset", choices=list_presets(), help="start from a paper recipe")
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of config fields")
+    add_config_arguments(p)
     p.add_argument("--out", dest="out_dir", metavar="DIR", help="run directory")
     p.add_argument(
         "--resume",
@@ -70,6 +77,25 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="continue the run in the run directory (from scratch if it has no checkpoint)",
     )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def add_config_arguments(
+    p: argparse.ArgumentParser, *, preset: str | None = None, skip: tuple[str, ...] = ()
+) -> None:
+    """The arguments that describe a :class:`TrainConfig`, shared by every command that trains
+    (``train``, ``compare``); :func:`config_from_args` reads them back.
+
+    Args:
+        p: the command's parser.
+        preset: the command's default ``--preset`` (None: the config's defaults).
+        skip: config flags the command sets itself (``compare`` trains several ``--acts``).
+    """
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides (any TrainConfig field; values are YAML)")
+    p.add_argument("--preset", choices=list_presets(), default=preset,
+                   help="start from a paper recipe" + (f" (default {preset})" if preset else ""))
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of config fields")
     p.add_argument(
         "--set",
         dest="sets",
@@ -79,7 +105,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="config override (repeatable)",
     )
     for flag, dest, typ, help_ in _FLAGS:
-        p.add_argument(flag, dest=f"flag_{dest}", type=typ, metavar=dest.upper(), help=help_)
+        if dest not in skip:
+            p.add_argument(flag, dest=f"flag_{dest}", type=typ, metavar=dest.upper(), help=help_)
     p.add_argument(
         "--deterministic",
         action="store_true",
@@ -90,11 +117,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no bars"
     )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Resolve the :class:`TrainConfig` an ``attnact train`` command line describes."""
+    """Resolve the :class:`TrainConfig` a command line describes (see the module docstring for
+    the precedence). The one way from flags to a config: ``train`` and ``compare`` both use it;
+    a command with ``--out`` for the run (``train``) gets a default run directory.
+    """
     data: dict[str, Any] = {}
     if args.preset is not None:
         data["preset"] = args.preset
@@ -103,7 +132,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
         if not args.config.is_file():
             raise ValueError(f"--config: no such file {args.config}")
-        loaded = yaml.safe_load(args.config.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(args.config.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"--config {args.config}: not valid YAML ({err})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"--config {args.config}: expected a mapping of config fields")
         if "preset" in loaded and args.preset is not None and loaded["preset"] != args.preset:
@@ -113,21 +145,40 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             )
         data.update(loaded)
     for _, dest, _, _ in _FLAGS:
-        value = getattr(args, f"flag_{dest}")
+        value = getattr(args, f"flag_{dest}", None)
         if value is not None:
             data[dest] = value
     for dest in ("out_dir", "resume", "deterministic", "tensorboard", "progress"):
-        value = getattr(args, dest)
+        value = getattr(args, dest, None)
         if value is not None:
             data[dest] = value
-    config = TrainConfig.from_dict(data)
-    config = config.with_overrides([*args.sets, *args.overrides])
-    if config.out_dir is None:
-        name = args.preset or config.model
-        config = config.replace(
-            out_dir=str(Path("runs") / f"{name}-{config.act}-{config.dataset}-seed{config.seed}")
-        )
+    config = TrainConfig.from_dict(data).with_overrides([*args.sets, *args.overrides])
+    if hasattr(args, "out_dir") and config.out_dir is None:  # train's own run directory
+        config = config.replace(out_dir=_default_out_dir(config, args.preset))
     return config
+
+
+def parse_args_with_overrides(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """``parser.parse_args``, except that ``key=value`` overrides may also come after flags
+    (``--epochs 3 lr=0.1 --seed 1 batch_size=64``), kept in the order typed.
+
+    argparse takes a positional list only in one run, so later overrides would otherwise be
+    "unrecognized arguments".
+    """
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def _default_out_dir(config: TrainConfig, preset: str | None) -> str:
+    name = preset or config.model
+    return str(Path("runs") / f"{name}-{config.act}-{config.dataset}-seed{config.seed}")
 
 
 def _setup_logging() -> None:
@@ -204,8 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m attnact.train.cli`` (the same as ``attnact train``)."""
     parser = argparse.ArgumentParser(prog="attnact train", description=__doc__.split("\n")[0])
     _add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_train(args)
+    return run_train(parse_args_with_overrides(parser, argv))
 
 
 if __name__ == "__main__":

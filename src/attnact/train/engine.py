@@ -374,23 +374,14 @@ class _Run:
             return self.given_model
         if info is None:
             raise ValueError("fit: pass loaders=(train, test, info) so the model gets num_classes")
-        from attnact.models import create_model, model_spec  # lazy, like the loaders
+        from attnact.train.build import build_model, check_model_takes_data, data_shape
 
-        c = self.config
-        kwargs = dict(c.model_kwargs)
-        if c.act_kwargs:
-            kwargs["act_kwargs"] = dict(c.act_kwargs)
-        # Fit the network to the data (MNIST-Conv on 3-channel SVHN, a CIFAR ResNet on padded
-        # MNIST) unless model_kwargs says otherwise.
-        accepted = model_spec(c.model).arguments
-        derived = {
-            "in_channels": info.channels,
-            "image_size": c.pad_to or max(info.image_size),
-        }
-        for key, value in derived.items():
-            if key in accepted and key not in kwargs:
-                kwargs[key] = value
-        return create_model(c.model, act=c.act, num_classes=info.num_classes, **kwargs)
+        shape = data_shape(self.config, info)
+        model = build_model(self.config, shape)
+        # A model that cannot take the data fails here with a message naming both, not with a
+        # shape error from deep inside the first training step.
+        check_model_takes_data(model, self.config, shape)
+        return model
 
     # -------------------------------------------------------------- files (rank 0)
     def _write(self, name: str, text: str) -> None:
