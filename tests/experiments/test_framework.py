@@ -453,6 +453,43 @@ def test_reproduce_checks_data_before_training(tmp_path, monkeypatch):
     assert fake.calls == []
 
 
+def test_reproduce_pushes_real_data_through_every_engine_model_before_training(tmp_path,
+                                                                               monkeypatch):
+    """Plain-engine runs are checked on a batch of their data first: a model that cannot take
+    it fails in seconds, before the runs ahead of it in the grid train."""
+    import attnact.train.build as build
+    from attnact.experiments.framework import DEFAULT_FIT
+
+    checked = []
+
+    def fake_preflight(configs, log=None):
+        configs = list(configs)
+        checked.append([(c.act, c.model_kwargs) for c in configs])
+        if any(c.model_kwargs for c in configs):
+            raise build.ModelDataMismatchError("mnist_conv (act atac) cannot take dataset x")
+        return len(configs)
+
+    monkeypatch.setattr(build, "preflight", fake_preflight)
+
+    class EngineGrid(FakeExperiment):
+        def grid(self, preset, seeds):
+            specs = specs_for(DEFAULT_FIT, seeds=1)
+            bad = specs[-1]
+            bad_config = bad.config.replace(model_kwargs={"in_channels": 3})
+            return [*specs[:-1], type(bad)(bad.key, bad.coords, bad_config, fit=DEFAULT_FIT)]
+
+    with pytest.raises(ValueError, match="cannot take dataset"):
+        reproduce(EngineGrid(None), backend="inline", out=tmp_path / "r", runs=tmp_path / "s",
+                  log=quiet)
+    assert checked == [[("relu", {}), ("atac", {"in_channels": 3})]]
+    assert not RunStore(tmp_path / "s").run_dir("relu-seed0").exists()  # nothing trained
+    # runs with their own training function (MAML, transfer) read data their own way
+    checked.clear()
+    reproduce(FakeExperiment(FakeFit()), backend="inline", out=tmp_path / "r2",
+              runs=tmp_path / "s2", log=quiet)
+    assert checked == [[]]
+
+
 # ---------------------------------------------------------------------------- interruption
 def _finished(runs: Path) -> dict[str, Path]:
     out = {}
