@@ -13,13 +13,14 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "exclusive_lock"]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -77,3 +78,33 @@ def _json_safe(obj: Any) -> Any:
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically; non-finite floats become ``null``."""
     return atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block; yields False
+    at once, without waiting, if another open file (any process) holds it.
+
+    ``flock`` locks die with their process, so a killed writer leaves no stale lock. On systems
+    without ``fcntl`` (Windows) there are no advisory locks and this always yields True.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -104,6 +104,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     # only rank 0 wrote the run directory, and it is complete
     run = tmp_path / "two" / "run"
     assert sorted(p.name for p in run.iterdir()) == [
+        ".writer.lock",  # rank 0's, the only writer
         "checkpoint.pt",
         "config.yaml",
         "metrics.csv",

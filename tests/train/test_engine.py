@@ -52,6 +52,7 @@ def test_run_directory_layout(tmp_path, fakes):
     result = run(fakes, config(tmp_path, epochs=3))
     out = tmp_path / "run"
     assert sorted(p.name for p in out.iterdir()) == [
+        ".writer.lock",  # held while a process writes the directory (empty, flock only)
         "checkpoint.pt",
         "config.yaml",
         "metrics.csv",

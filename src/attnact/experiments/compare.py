@@ -206,10 +206,10 @@ def compare(
     base = baseline if baseline in acts else acts[0]
 
     # Interleaved: every activation for seed 0, then seed 1 (see the module docstring).
+    store = RunStore(out / "runs")
     if fit is None:
         # One batch of the real data through every model that still has runs to train, before
         # the first trains: a model that cannot take the dataset fails now, not hours later.
-        store = RunStore(out / "runs")
         todo = [act for act in acts
                 if any(not store.is_finished(f"{act}/seed{k}") for k in range(seeds))]
         preflight([replace(base_config, act=act) for act in todo])
@@ -223,10 +223,11 @@ def compare(
         for k in range(seeds)
         for act in acts
     ]
-    store = RunStore(out / "runs")
     sweep = run_grid(specs, store, workers=workers, backend="process" if workers > 1 else "inline",
                      log=log, tag="compare")
+    # The store decides what is finished (a run whose checkpoint fails verification is not).
     loaded = {(a, k): load_run(store.run_dir(f"{a}/seed{k}"), a, k)
+              if store.is_finished(f"{a}/seed{k}") else None
               for a in acts for k in range(seeds)}
     missing = [f"{a}/seed{k}" for (a, k), r in loaded.items() if r is None]
     if missing:

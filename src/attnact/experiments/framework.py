@@ -68,7 +68,7 @@ from typing import Any, ClassVar
 import yaml
 
 from attnact._checks import check_positive_int
-from attnact.fileio import atomic_write_json, atomic_write_text
+from attnact.fileio import atomic_write_json, atomic_write_text, exclusive_lock
 from attnact.report.tables import to_csv
 from attnact.train.config import PRESETS, TrainConfig
 
@@ -278,6 +278,7 @@ class RunStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._verified: dict[tuple[str, int, int], tuple[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -301,12 +302,20 @@ class RunStore:
 
     def status(self, key: str) -> str:
         """``finished``, ``unfinished`` (started, interrupted or running; or finished with a
-        metrics.csv that disagrees with its summary and checkpoint), ``failed`` (the last attempt
-        failed or diverged) or ``pending`` (never started)."""
+        metrics.csv that disagrees with its summary and checkpoint), ``corrupted`` (finished,
+        but its checkpoint fails verification: refused, never reused or overwritten), ``failed``
+        (the last attempt failed or diverged) or ``pending`` (never started)."""
         summary = self.summary(key)
         if summary is not None:
             engine = summary.get("status")
             if engine == "finished":
+                problem = self._checkpoint_problem(key, summary)
+                if problem is not None:
+                    kind, message = problem
+                    logger.warning("run %s is not reused: %s", key, message)
+                    # corrupted: refused, never trained over, its files left for the user;
+                    # replaced: a valid checkpoint of another state, which the run resumes from.
+                    return "corrupted" if kind == "corrupted" else "unfinished"
                 # One whose metrics.csv cannot be made whole is resumed or retrained.
                 whole = self._finished_metrics(key, summary) is not None
                 return "finished" if whole else "unfinished"
@@ -322,6 +331,35 @@ class RunStore:
 
     def is_finished(self, key: str) -> bool:
         return self.status(key) == "finished"
+
+    def _checkpoint_problem(
+        self, key: str, summary: Mapping[str, Any]
+    ) -> tuple[str, str] | None:
+        """Why a finished run's checkpoint cannot be reused, as (``"corrupted"`` or
+        ``"replaced"``, message); None if it can be, or if the run keeps none. Verified once per
+        file version: hashing reads the whole file."""
+        from attnact.train.checkpoint import CheckpointError, checkpoint_digest
+
+        path = self.run_dir(key) / "checkpoint.pt"
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        version = (str(path), stat.st_size, stat.st_mtime_ns)
+        if version not in self._verified:
+            try:
+                self._verified[version] = ("ok", checkpoint_digest(path, allow_legacy=True))
+            except CheckpointError as err:
+                self._verified[version] = ("bad", str(err))
+        verdict, detail = self._verified[version]
+        if verdict == "bad":
+            return "corrupted", detail
+        recorded = summary.get("checkpoint_sha256")
+        if recorded is not None and recorded != detail:
+            return "replaced", (
+                f"{path} is a valid checkpoint but not the one its summary.json records "
+                f"(sha256 {detail[:12]}… not {str(recorded)[:12]}…): the run resumes from it")
+        return None
 
     def detail(self, key: str) -> str:
         """The engine's status and error, or the runner's error, in one line ('' if none)."""
@@ -340,6 +378,8 @@ class RunStore:
         """The finished run ``key`` (coordinates from ``coords`` or its spec.json), else None."""
         summary = self.summary(key)
         if summary is None or summary.get("status") != "finished":
+            return None
+        if self._checkpoint_problem(key, summary) is not None:
             return None
         metrics = self._finished_metrics(key, summary)
         if metrics is None:
@@ -461,30 +501,10 @@ class RunStore:
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[bool]:
-        """Hold ``<run dir>/.lock`` while training; yields False if another process holds it.
-
-        ``flock`` locks die with their process, so a killed sweep leaves no stale lock.
-        """
-        path = self.run_dir(key) / self.LOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; one sweep per store there
-            yield True
-            return
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        """Hold ``<run dir>/.lock`` while a sweep trains the run; yields False if another
+        process holds it (see :func:`attnact.fileio.exclusive_lock`)."""
+        with exclusive_lock(self.run_dir(key) / self.LOCK) as acquired:
+            yield acquired
 
     # ------------------------------------------------------------------ sweep log
     def sweeps(self) -> list[dict[str, Any]]:

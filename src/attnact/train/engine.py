@@ -51,10 +51,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from attnact.fileio import exclusive_lock
 from attnact.train.checkpoint import (
     atomic_write_json,
     atomic_write_text,
     capture_rng_state,
+    checkpoint_digest,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -85,6 +87,12 @@ __all__ = [
 logger = logging.getLogger("attnact.train")
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Held (flock) by the process writing the run directory; a sweep's claim on a run is ``.lock``.
+WRITER_LOCK_NAME = ".writer.lock"
+
+
+class RunDirectoryBusyError(ValueError):
+    """Another process is writing the run directory."""
 CHECKPOINT_FORMAT = 1
 #: Columns of metrics.csv. Accuracies are percentages; ``epoch`` counts completed epochs (1 = the
 #: first); ``lr`` is the learning rate of the epoch's first iteration (first parameter group);
@@ -274,12 +282,29 @@ def fit(
     env = setup_distributed(config.device)
     clean = False
     try:
-        with _determinism(config.deterministic):
+        with _writer_lock(config, env), _determinism(config.deterministic):
             result = _Run(config, env, model, loaders, list(callbacks)).run()
         clean = True
         return result
     finally:
         teardown_distributed(env, clean=clean)
+
+
+@contextlib.contextmanager
+def _writer_lock(config: TrainConfig, env: DistEnv) -> Iterator[None]:
+    """One writer per run directory: a second ``fit`` on the same ``out_dir`` (two ``attnact
+    train --out DIR`` at once) is refused before it reads or writes anything there."""
+    if config.out_dir is None or not env.is_main:
+        yield
+        return
+    path = Path(config.out_dir) / WRITER_LOCK_NAME
+    with exclusive_lock(path) as acquired:
+        if not acquired:
+            raise RunDirectoryBusyError(
+                f"{config.out_dir} is being written by another process (it holds {path}); "
+                "wait for it to end, or choose another out_dir"
+            )
+        yield
 
 
 class _Run:
@@ -299,6 +324,7 @@ class _Run:
         self.session_start = time.perf_counter()
         self.wall_before = 0.0  # wall time of earlier sessions of this run (resume)
         self.history: list[dict[str, Any]] = []
+        self.checkpoint_sha256: str | None = None
         self.start_epoch = 0
         self.global_step = 0
 
@@ -317,6 +343,7 @@ class _Run:
                 f"(attnact train --resume) to continue it, or choose another out_dir"
             )
         ckpt = load_checkpoint(path, map_location="cpu")
+        self.checkpoint_sha256 = checkpoint_digest(path, allow_legacy=True)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: unknown checkpoint format {ckpt.get('format')!r}")
         old = ckpt["config"]
@@ -414,6 +441,8 @@ class _Run:
             "device": str(self.env.device),
             "torch_version": str(torch.__version__),
             "config": c.to_dict(),
+            # the checkpoint this summary describes: a reused run's file must be this one
+            "checkpoint_sha256": self.checkpoint_sha256,
         }
         if error is not None:
             summary["error"] = {"type": type(error).__name__, "message": str(error)}
@@ -590,7 +619,7 @@ class _Run:
             # Checkpoint first, CSV second: the CSV is rebuilt from the checkpoint's history on
             # resume, so it can lag by one epoch after a crash but never run ahead.
             state_dict = self._checkpoint_state(core, epoch + 1, rng)
-            save_checkpoint(self.out / CHECKPOINT_NAME, state_dict)
+            self.checkpoint_sha256 = save_checkpoint(self.out / CHECKPOINT_NAME, state_dict)
             self._write_metrics_csv()
         if tb is not None:
             for key in METRIC_COLUMNS[1:]:
