@@ -23,8 +23,9 @@ What it writes (``--out``, default tests/weights/fixtures/):
 * ``resnet50_v1b_atac_params.json``: every parameter name, shape and dtype of the authors'
   ``ResNet50_v1bATAC`` as trained (``act_layers=2``, ``r=2``, ``last_gamma``, float16).
 
-``--resnet50 DIR`` instead writes a full ``ResNet50_v1bATAC`` with random weights (float16
-file, as trained) and its float32 logits on fixed inputs into DIR, for the slow test.
+``--resnet50 DIR`` instead writes a full ``ResNet50_v1bATAC`` with random weights (a float16
+file, as trained; BatchNorm statistics set from a batch, see ``_calibrate``) and MXNet's float32
+and float64 logits on fixed inputs into DIR, for the slow test (tests/weights/test_mxnet_slow.py).
 """
 
 from __future__ import annotations
@@ -85,6 +86,28 @@ def _randomise(net, rng: np.random.Generator, *, keep_input_bn_beta: bool) -> No
         # The input BatchNorm(scale=False, center=False) has beta fixed at 0 (grad_req null);
         # its gamma is ignored by MXNet (fix_gamma), so it stays random to show that.
         params["features.0.beta"].set_data(mx.nd.zeros(params["features.0.beta"].shape))
+
+
+def _calibrate(net, x: np.ndarray) -> None:
+    """Set every BatchNorm's running statistics to its batch statistics on ``x`` (one
+    training-mode pass with momentum 0), as training leaves them: with random statistics the
+    activations of a 50-layer ATAC network grow to thousands, where ATAC's product x·L(x)
+    amplifies float32 rounding by ~30 per block and no two implementations agree to 1e-5."""
+    bns = [b for b in _blocks(net) if type(b).__name__ == "BatchNorm"]
+    for b in bns:
+        b._kwargs["momentum"] = 0.0
+    with mx.autograd.record(train_mode=True):
+        y = net(mx.nd.array(x))
+    y.backward()  # MXNet updates the running statistics in the backward pass
+    mx.nd.waitall()
+    for b in bns:
+        b._kwargs["momentum"] = 0.9
+
+
+def _blocks(block):
+    yield block
+    for child in block._children.values():
+        yield from _blocks(child)
 
 
 def _round_to_fp16(net) -> None:
@@ -183,10 +206,12 @@ def make_resnet50_full(model, out: Path, rng: np.random.Generator) -> None:
     net(mx.nd.array(x))
     _randomise(net, rng, keep_input_bn_beta=False)
     _round_to_fp16(net)
+    _calibrate(net, rng.normal(0.0, 1.0, (4, 3, 224, 224)).astype(np.float32))
     _save(net, out / "resnet50_v1b_atac.params", "float16")
     net.load_parameters(str(out / "resnet50_v1b_atac.params"), cast_dtype=True)
     with mx.autograd.predict_mode():
-        np.savez(out / "resnet50_v1b_atac_logits.npz", x=x, logits32=_logits(net, x, "float32"))
+        np.savez(out / "resnet50_v1b_atac_logits.npz", x=x, logits32=_logits(net, x, "float32"),
+                 logits64=_logits(net, x.astype(np.float64), "float64"))
 
 
 def main() -> None:

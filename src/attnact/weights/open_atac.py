@@ -366,7 +366,7 @@ def convert_open_atac(params: Mapping[str, np.ndarray]) -> nn.Module:
         if tuple(array.shape) != tuple(state[target].shape):
             raise _fail(name, f"shape {tuple(array.shape)}, but {arch.describe()} needs "
                         f"{tuple(state[target].shape)} for {target}")
-        loaded[target] = torch.from_numpy(np.asarray(array, dtype=np.float32))
+        loaded[target] = torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy
     missing = [k for k in state if k not in loaded and not k.endswith("num_batches_tracked")]
     if missing:
         back = {v: k for k, v in mapping.items()}
