@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     from attnact.perf.cli import add_bench_subparser
     from attnact.train.cli import add_train_subparser
     from attnact.train.config import list_presets
+    from attnact.weights.commands import add_weights_subparser
 
     parser = argparse.ArgumentParser(
         prog="attnact", description="Attentional activation functions: ATAC, AReLU, ELSA."
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_subparser(sub)
     add_reproduce_subparser(sub)
     add_bench_subparser(sub)
+    add_weights_subparser(sub)
     return parser
 
 

@@ -107,7 +107,12 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def create_model(
-    name: str, act: Any = "relu", num_classes: int | None = None, **kwargs: Any
+    name: str,
+    act: Any = "relu",
+    num_classes: int | None = None,
+    *,
+    pretrained: str | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build a fresh host network by registered name.
 
@@ -115,6 +120,8 @@ def create_model(
         name: a name from :func:`list_models`.
         act: the activation under study (registered name, ``nn.Module`` class or factory).
         num_classes: output classes; None means the model's default (``model_spec(name)``).
+        pretrained: a name from :func:`attnact.weights.list_pretrained`: the trained network,
+            downloaded (verified, cached) and converted, in eval mode.
         **kwargs: the builder's other keyword arguments (see its docstring).
 
     Raises:
@@ -130,6 +137,11 @@ def create_model(
                 f"{spec.name} has no argument {key!r}{hint}; its arguments are act, num_classes, "
                 f"{', '.join(allowed)}"
             )
+    if pretrained is not None:
+        from attnact.weights.pretrained import check_request, load_pretrained, pretrained_info
+
+        check_request(pretrained_info(pretrained), spec.name, act, num_classes, kwargs)
+        return load_pretrained(pretrained)
     if num_classes is None:
         num_classes = spec.num_classes
     return spec.builder(act=act, num_classes=num_classes, **kwargs)

@@ -122,8 +122,10 @@ def read_ndarray_list(
         raise r.fail(f"only {len(data)} bytes, fewer than the 24-byte header")
     magic, _reserved, n = r.unpack("QQQ", "the header")
     if magic != LIST_MAGIC:
+        r.pos = 0
         raise r.fail(f"first 8 bytes are 0x{magic:x}, not the list magic 0x{LIST_MAGIC:x}")
     if n > _MAX_ARRAYS:
+        r.pos = 16
         raise r.fail(f"header claims {n} arrays")
     arrays = [_read_array(r, i) for i in range(n)]
     (m,) = r.unpack("Q", "the name count")
