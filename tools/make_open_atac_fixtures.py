@@ -19,7 +19,8 @@ What it writes (``--out``, default tests/weights/fixtures/):
 * ``cifar_logits.npz``: per network, the fixed inputs and MXNet's eval-mode logits, in float32
   and (the same parameters, the network cast to float64) in float64.
 * ``cifar_configs.json``: the constructor arguments of each network.
-* ``ndarray_dtypes.params`` / ``.npz``: ``mx.nd.save`` of one array per dtype, and the arrays.
+* ``ndarray_dtypes.params`` / ``.npz``: ``mx.nd.save`` of one array per dtype, and the arrays
+  as MXNet reads them back; ``ndarray_np_shape.*`` the same under NumPy shape semantics.
 * ``resnet50_v1b_atac_params.json``: every parameter name, shape and dtype of the authors'
   ``ResNet50_v1bATAC`` as trained (``act_layers=2``, ``r=2``, ``last_gamma``, float16).
 
@@ -175,6 +176,14 @@ def make_dtypes(out: Path, rng: np.random.Generator) -> None:
                {k: mx.nd.array(v, dtype=v.dtype) for k, v in arrays.items()})
     back = mx.nd.load(str(out / "ndarray_dtypes.params"))
     np.savez(out / "ndarray_dtypes.npz", **{k: v.asnumpy() for k, v in back.items()})
+    # NumPy shape semantics (mx.npx.set_np) write the v3 array magic, and allow 0-d and
+    # zero-size arrays.
+    with mx.util.np_shape(True):
+        v3 = {"m": mx.nd.array(arrays["f32"]), "scalar": mx.nd.array(np.float32(2.5)).reshape(()),
+              "empty": mx.nd.zeros((2, 0))}
+        mx.nd.save(str(out / "ndarray_np_shape.params"), v3)
+        back = mx.nd.load(str(out / "ndarray_np_shape.params"))
+        np.savez(out / "ndarray_np_shape.npz", **{k: v.asnumpy() for k, v in back.items()})
 
 
 def _resnet50(model):

@@ -12,14 +12,22 @@ from attnact.weights.mxnet_params import NotMXNetParamsError, read_ndarray_list,
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def test_every_dtype_reads_as_mxnet_wrote_it():
-    got = read_params(FIXTURES / "ndarray_dtypes.params")
-    want = np.load(FIXTURES / "ndarray_dtypes.npz")  # MXNet's own reading of the same file
-    assert list(got) == sorted(want.files) or set(got) == set(want.files)
+@pytest.mark.parametrize("stem", ["ndarray_dtypes", "ndarray_np_shape"])
+def test_arrays_read_as_mxnet_reads_them(stem):
+    got = read_params(FIXTURES / f"{stem}.params")
+    want = np.load(FIXTURES / f"{stem}.npz")  # MXNet's own reading of the same file
+    assert set(got) == set(want.files)
     for name in want.files:
         assert got[name].dtype == want[name].dtype, name
         assert got[name].shape == want[name].shape, name
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_np_shape_file_has_the_v3_magic_and_0d_arrays():
+    data = (FIXTURES / "ndarray_np_shape.params").read_bytes()
+    assert data[24:28] == (0xF993FACA).to_bytes(4, "little")
+    got = read_params(FIXTURES / "ndarray_np_shape.params")
+    assert got["scalar"].shape == () and got["empty"].shape == (2, 0)
 
 
 def test_gluon_file_names_shapes_and_mixed_dtypes():

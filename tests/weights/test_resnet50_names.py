@@ -54,5 +54,13 @@ def test_a_resnet101_stage_is_named():
 def test_atac_in_an_early_stage_only_is_refused():
     rows = [[n.replace("layer4.", "layer2.") if ".relu" in n and n.startswith("layer4.0") else n,
              s, d] for n, s, d in FIXTURE["parameters"]]
-    with pytest.raises(ArchitectureError):
+    stray = r"'layer2\.0\.relu1\.module\.0\.weight'.*some sites only"
+    with pytest.raises(ArchitectureError, match=stray):
         convert_open_atac(_params(rows))
+
+
+def test_plain_resnet50_loads_with_relu_everywhere():
+    rows = [r for r in FIXTURE["parameters"] if ".relu" not in r[0]]
+    model = convert_open_atac(_params(rows))
+    assert model.open_atac.kwargs["act_stages"] == 0 and model.open_atac.kwargs["act"] == "relu"
+    assert sum(p.numel() for p in model.parameters()) == 25_557_032  # torchvision's ResNet-50

@@ -10,6 +10,8 @@ from attnact.weights.open_atac import (
     load_open_atac,
 )
 from attnact.weights.preprocess import EvalPreprocessing, preprocess
+from attnact.weights.pretrained import fetch_pretrained, list_pretrained, pretrained_info
+from attnact.weights.saved import load_converted, save_converted
 
 __all__ = [
     "ArchitectureError",
@@ -17,8 +19,13 @@ __all__ = [
     "NotMXNetParamsError",
     "OpenATACArchitecture",
     "convert_open_atac",
+    "fetch_pretrained",
     "infer_architecture",
+    "list_pretrained",
+    "load_converted",
     "load_open_atac",
     "preprocess",
+    "pretrained_info",
     "read_params",
+    "save_converted",
 ]

@@ -54,7 +54,6 @@ def weights_command(args: argparse.Namespace) -> int:
     from attnact.weights.saved import save_converted
 
     model = load_open_atac(args.file)
-    model.open_atac_source = str(args.file)
     out = save_converted(model, args.out)
     print(model.open_atac.describe())
     print(f"wrote {out}")

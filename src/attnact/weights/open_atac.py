@@ -151,7 +151,7 @@ def _atac_options(
                 f"hidden={h})")
 
 
-def _plan(mask: list[bool], sites: list[str], params: Mapping[str, np.ndarray]) -> dict:
+def _plan(mask: list[bool], sites: list[str]) -> dict[str, Any]:
     """ActPlan arguments that put ATAC at exactly the sites in ``mask``."""
     n, k = len(mask), sum(mask)
     if k == 0:
@@ -189,7 +189,7 @@ def _infer_cifar(params: Mapping[str, np.ndarray]) -> OpenATACArchitecture:
         "in_channels": in_channels,
         "width": width,
     }
-    plan = _plan(mask, sites, params)
+    plan = _plan(mask, sites)
     if any(mask):
         r, use_global, use_relu = _atac_options(params, [p for p, m in zip(sites, mask,
                                                                            strict=True) if m])
@@ -213,8 +213,11 @@ def _infer_resnet50(params: Mapping[str, np.ndarray]) -> OpenATACArchitecture:
         atac = [bool(_atac_children(params, f"layer{s}.{j}.relu{k}"))
                 for j in range(n) for k in (1, 2)]
         if any(atac) and not all(atac):
-            j = atac.index(False) // 2
-            raise _fail(f"layer{s}.{j}.relu1", f"stage {s} has ATAC in some bottlenecks only")
+            names = [f"layer{s}.{j}.relu{k}" for j in range(n) for k in (1, 2)]
+            first = names[atac.index(True)]
+            raise _fail(f"{first}.module.{_atac_children(params, first)[0]}.weight",
+                        f"stage {s} has ATAC at some sites only ({names[atac.index(False)]} "
+                        "has none); the authors' --act-layers puts it in whole stages")
         stage_atac.append(all(atac))
         sites += [f"layer{s}.{j}.relu{k}" for j in range(n) for k in (1, 2)]
         mask += atac
@@ -392,4 +395,6 @@ def load_open_atac(path: str | os.PathLike[str]) -> nn.Module:
         ArchitectureError: its parameters match no known architecture (the first one that does
             not fit is named).
     """
-    return convert_open_atac(read_params(path))
+    model = convert_open_atac(read_params(path))
+    model.open_atac_source = str(path)
+    return model
