@@ -150,3 +150,16 @@ def test_imagenet_preprocessing_matches_the_authors_recipe():
         IMAGENET_EVAL(img.float())
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         IMAGENET_EVAL(img[:1])
+
+
+def test_imagenet_resize_and_crop_geometry():
+    # A horizontal ramp (value = column) through OpenCV's bilinear map, which samples source
+    # column (j + 0.5) · 250/320 − 0.5 for output column j: 200×250 → 256×320 (shorter side
+    # 256, the other 256·250/200 truncated), then the crop starts at column (320 − 224) // 2.
+    ramp = torch.arange(250).to(torch.uint8).expand(3, 200, 250).contiguous()
+    x = IMAGENET_EVAL(ramp)[0, 0]  # channel R: (v − 123.68) / 58.393
+    values = x[100] * 58.393 + 123.68
+    j = torch.arange(48, 48 + 224, dtype=torch.float64)
+    want = ((j + 0.5) * 250 / 320 - 0.5).clamp(0, 249)
+    # 8-bit rounding: within 0.5; a crop one column off would be 0.78 away.
+    torch.testing.assert_close(values.double(), want, rtol=0, atol=0.5 + 1e-3)
