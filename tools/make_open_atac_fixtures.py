@@ -92,8 +92,9 @@ def _randomise(net, rng: np.random.Generator, *, keep_input_bn_beta: bool) -> No
 def _calibrate(net, x: np.ndarray) -> None:
     """Set every BatchNorm's running statistics to its batch statistics on ``x`` (one
     training-mode pass with momentum 0), as training leaves them: with random statistics the
-    activations of a 50-layer ATAC network grow to thousands, where ATAC's product x·L(x)
-    amplifies float32 rounding by ~30 per block and no two implementations agree to 1e-5."""
+    activations of a 50-layer ATAC network grow so large that ATAC's product x·L(x) amplifies
+    float32 rounding from block to block and no two implementations agree in float32
+    (benchmarks/open-atac-import.md)."""
     bns = [b for b in _blocks(net) if type(b).__name__ == "BatchNorm"]
     for b in bns:
         b._kwargs["momentum"] = 0.0
