@@ -14,7 +14,8 @@
     uint64 m (0, or n) · m names, each uint64 length + UTF-8 bytes
 
 Older files carry 0xF993FAC8 (v1: no storage type field) or no array magic at all (the first
-uint32 is ndim and the dims are uint32). This is the layout of MXNet 1.x's
+uint32 is ndim and the dims are uint32). An array without data is its shape alone: ndim −1 in
+v3, ndim 0 otherwise (so only v3 has 0-d arrays). This is the layout of MXNet 1.x's
 ``NDArray::Save``/``MXNDArraySave``; the tests check the reader against files that MXNet 1.9.1
 wrote. Sparse arrays (storage type ≠ 0) never occur in Gluon parameter files and are refused.
 """
@@ -88,7 +89,9 @@ def _read_array(r: _Reader, index: int) -> np.ndarray:
         dim_fmt = "q"
     else:  # legacy: no magic, the word just read is ndim, dims are uint32
         ndim, dim_fmt = magic, "I"
-    if magic == _V3 and ndim == -1:  # unknown shape under NumPy semantics: an empty array
+    # A "none" array (no data; MXNet writes only its shape) has ndim -1 under NumPy shape
+    # semantics (v3) and ndim 0 otherwise; MXNet reads nothing more for it.
+    if (magic == _V3 and ndim == -1) or (magic != _V3 and ndim == 0):
         return np.zeros((0,), dtype=np.float32)
     if not 0 <= ndim <= _MAX_NDIM:
         raise r.fail(f"{where} claims {ndim} dimensions")
