@@ -163,3 +163,19 @@ def test_imagenet_resize_and_crop_geometry():
     want = ((j + 0.5) * 250 / 320 - 0.5).clamp(0, 249)
     # 8-bit rounding: within 0.5; a crop one column off would be 0.78 away.
     torch.testing.assert_close(values.double(), want, rtol=0, atol=0.5 + 1e-3)
+
+
+def test_real_entry_checks_the_authors_blob_id(http_files):
+    # Any other bytes under the authors' file name are refused by the published blob id.
+    name = pt.PRETRAINED["open-atac-imagenet"].file.filename
+    http_files.files[f"/w/{name}"] = CIFAR.read_bytes()
+    with pytest.raises(ChecksumError, match="expected 68dc6dabee84f1f42746d06553aba6bfa04615d3"):
+        pt.fetch_pretrained("open-atac-imagenet", base_url=f"{http_files.url}/w", progress=False)
+    assert http_files.hits == [f"/w/{name}"]
+
+
+def test_file_of_another_network_under_an_entry_is_refused(served_cifar, monkeypatch):
+    entry = dataclasses.replace(pt.PRETRAINED["test-cifar"], kwargs={"blocks": 3})
+    monkeypatch.setitem(pt.PRETRAINED, "test-cifar", entry)
+    with pytest.raises(ValueError, match="not the resnet_cifar"):
+        pt.load_pretrained("test-cifar", progress=False)
