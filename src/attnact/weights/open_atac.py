@@ -151,7 +151,7 @@ def _atac_options(
                 f"hidden={h})")
 
 
-def _plan(mask: list[bool], sites: list[str]) -> dict[str, Any]:
+def _plan(mask: list[bool], sites: list[str], params: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """ActPlan arguments that put ATAC at exactly the sites in ``mask``."""
     n, k = len(mask), sum(mask)
     if k == 0:
@@ -164,8 +164,9 @@ def _plan(mask: list[bool], sites: list[str]) -> dict[str, Any]:
         order = "first_first"
     else:
         odd = next(s for s, m in zip(sites, mask, strict=True) if m)
-        raise _fail(f"{odd}.module.0.weight", "ATAC sites are neither the first nor the last "
-                    "sites in forward order, as the authors' --act-layers places them")
+        raise _fail(f"{odd}.module.{_atac_children(params, odd)[0]}.weight",
+                    "ATAC sites are neither the first nor the last sites in forward order, as "
+                    "the authors' --act-layers places them")
     return {"act": "atac", "act_fraction": k / n, "order": order}
 
 
@@ -189,7 +190,7 @@ def _infer_cifar(params: Mapping[str, np.ndarray]) -> OpenATACArchitecture:
         "in_channels": in_channels,
         "width": width,
     }
-    plan = _plan(mask, sites)
+    plan = _plan(mask, sites, params)
     if any(mask):
         r, use_global, use_relu = _atac_options(params, [p for p, m in zip(sites, mask,
                                                                            strict=True) if m])
