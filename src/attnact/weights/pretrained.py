@@ -24,6 +24,7 @@ from attnact.data.fetch import check_file, download_file
 __all__ = [
     "PRETRAINED",
     "PretrainedWeights",
+    "check_request",
     "fetch_pretrained",
     "list_pretrained",
     "load_pretrained",
