@@ -26,6 +26,7 @@ from attnact.units import (
     set_fused,
     set_memory_efficient,
 )
+from attnact.weights import load_open_atac
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "fused_mode",
     "list_activations",
     "list_models",
+    "load_open_atac",
     "memory_efficient_mode",
     "model_spec",
     "register_activation",

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     from attnact.experiments.compare import DEMO_ACTIVATIONS
     from attnact.perf.cli import add_bench_subparser
     from attnact.train.cli import add_config_arguments, add_train_subparser
+    from attnact.weights.commands import add_weights_subparser
 
     parser = argparse.ArgumentParser(
         prog="attnact", description="Attentional activation functions: ATAC, AReLU, ELSA."
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_subparser(sub)
     add_reproduce_subparser(sub)
     add_bench_subparser(sub)
+    add_weights_subparser(sub)
     return parser
 
 

@@ -61,6 +61,8 @@ class FileSpec:
         md5: published md5 of the download.
         sha256: sha256 of the download, where known.
         content_sha256: sha256 of the decompressed payload (``.gz`` files), where known.
+        git_sha1: git blob id (SHA-1 of ``b"blob <size>\\0"`` + content), for files published
+            in a git repository whose blob id is all that is known.
         size: bytes of the download, for messages only (never used to reject a file).
         alternatives: extracted forms accepted locally instead of the file (not checksummed).
         is_dir: the "file" is a user-supplied folder (ImageNet).
@@ -71,6 +73,7 @@ class FileSpec:
     md5: str | None = None
     sha256: str | None = None
     content_sha256: str | None = None
+    git_sha1: str | None = None
     size: int | None = None
     alternatives: tuple[str, ...] = ()
     is_dir: bool = False

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -48,7 +48,9 @@ __all__ = [
     "FileCheck",
     "VerifyReport",
     "check_file",
+    "download_file",
     "fetch",
+    "git_blob_sha1",
     "verify",
 ]
 
@@ -126,6 +128,16 @@ def _hash_file(path: Path) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
+def git_blob_sha1(path: Path) -> str:
+    """Git's blob id of a file: SHA-1 of ``b"blob <size>\\0"`` followed by the content."""
+    sha = hashlib.sha1(usedforsecurity=False)
+    sha.update(b"blob %d\0" % path.stat().st_size)
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
 def _gzip_content_sha256(path: Path) -> str | None:
     """sha256 of a gzip file's decompressed payload; None if it is not (valid) gzip."""
     sha = hashlib.sha256()
@@ -138,14 +150,20 @@ def _gzip_content_sha256(path: Path) -> str | None:
     return sha.hexdigest()
 
 
-def _compare(spec: FileSpec, md5: str, sha256: str) -> str | None:
+def _compare(spec: FileSpec, md5: str, sha256: str, git_sha1: str | None = None) -> str | None:
     """None when every checksum the catalog has matches, else what differs."""
     wrong = []
     if spec.md5 and md5 != spec.md5:
         wrong.append(f"md5 expected {spec.md5}, got {md5}")
     if spec.sha256 and sha256 != spec.sha256:
         wrong.append(f"sha256 expected {spec.sha256}, got {sha256}")
+    if spec.git_sha1 and git_sha1 != spec.git_sha1:
+        wrong.append(f"git blob id expected {spec.git_sha1}, got {git_sha1}")
     return "; ".join(wrong) or None
+
+
+def _has_checksum(spec: FileSpec) -> bool:
+    return bool(spec.md5 or spec.sha256 or spec.git_sha1)
 
 
 def check_file(path: Path | None, spec: FileSpec) -> FileCheck:
@@ -161,12 +179,13 @@ def check_file(path: Path | None, spec: FileSpec) -> FileCheck:
         return FileCheck(
             spec.filename, path, "unverified", "extracted copy; checksums cover the download"
         )
-    if not (spec.md5 or spec.sha256):
+    if not _has_checksum(spec):
         return FileCheck(spec.filename, path, "unverified", "no published checksum")
     md5, sha256 = _hash_file(path)
-    wrong = _compare(spec, md5, sha256)
+    wrong = _compare(spec, md5, sha256, git_blob_sha1(path) if spec.git_sha1 else None)
     if wrong is None:
-        return FileCheck(spec.filename, path, "ok", "sha256" if spec.sha256 else "md5")
+        kind = "sha256" if spec.sha256 else "md5" if spec.md5 else "git blob id"
+        return FileCheck(spec.filename, path, "ok", kind)
     if spec.content_sha256 and _gzip_content_sha256(path) == spec.content_sha256:
         return FileCheck(
             spec.filename,
@@ -297,10 +316,12 @@ def _download(url: str, spec: FileSpec, dest: Path, *, progress: bool, timeout: 
                 raise DownloadError(f"{url}: transfer interrupted after {got} of {total} bytes")
             out.flush()
             os.fsync(out.fileno())
-        wrong = _compare(spec, md5.hexdigest(), sha.hexdigest())
+        # The blob id hashes the size first, so it is computed once the size is known.
+        blob = git_blob_sha1(tmp) if spec.git_sha1 else None
+        wrong = _compare(spec, md5.hexdigest(), sha.hexdigest(), blob)
         if wrong is not None:
             raise ChecksumError(f"{spec.filename} from {url}: checksum mismatch: {wrong}")
-        if not (spec.md5 or spec.sha256):
+        if not _has_checksum(spec):
             raise ChecksumError(f"{spec.filename}: the catalog has no checksum to verify it by")
         os.replace(tmp, target)
         tmp = None
@@ -366,25 +387,44 @@ def fetch(
                 say(f"{spec.filename}: present, {check.status}")
                 continue
             say(f"{spec.filename}: present but {check.status} ({check.detail}); downloading")
-        urls = _urls_for(info, spec, base_url)
-        errors: list[Exception] = []
-        for url in urls:
-            try:
-                _download(url, spec, dest, progress=progress, timeout=timeout)
-                say(f"{spec.filename}: downloaded from {url}, checksum ok")
-                break
-            except (DownloadError, ChecksumError) as err:
-                errors.append(err)
-                if len(urls) > 1:
-                    say(f"{spec.filename}: {err}; trying the next URL")
-        else:
-            if len(errors) == 1:
-                raise errors[0]
-            msg = f"{spec.filename}: all {len(urls)} URLs failed:\n" + "\n".join(
-                f"  {e}" for e in errors
-            )
-            raise type(errors[-1])(msg)
+        download_file(
+            spec, dest, _urls_for(info, spec, base_url), progress=progress, timeout=timeout
+        )
     return dest
+
+
+def download_file(
+    spec: FileSpec,
+    dest: Path,
+    urls: Sequence[str],
+    *,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``spec`` into ``dest/spec.filename`` from the first of ``urls`` that works,
+    verified against the spec's checksums; nothing lands under the name unless it verifies.
+
+    Raises:
+        ChecksumError: a download's checksum differs (expected and got are in the message).
+        DownloadError: every URL failed.
+    """
+    say = _say(progress)
+    errors: list[Exception] = []
+    for url in urls:
+        try:
+            target = _download(url, spec, dest, progress=progress, timeout=timeout)
+            say(f"{spec.filename}: downloaded from {url}, checksum ok")
+            return target
+        except (DownloadError, ChecksumError) as err:
+            errors.append(err)
+            if len(urls) > 1:
+                say(f"{spec.filename}: {err}; trying the next URL")
+    if not errors:
+        raise DownloadError(f"{spec.filename}: no URL to download it from")
+    if len(errors) == 1:
+        raise errors[0]
+    msg = f"{spec.filename}: all {len(urls)} URLs failed:\n" + "\n".join(f"  {e}" for e in errors)
+    raise type(errors[-1])(msg)
 
 
 def _verified_copy(info: DatasetInfo) -> Path | None:

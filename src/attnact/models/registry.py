@@ -119,6 +119,7 @@ def create_model(
     num_classes: int | None = None,
     *,
     input_size: Sequence[int] | None = None,
+    pretrained: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a fresh host network by registered name.
@@ -130,6 +131,8 @@ def create_model(
         input_size: the (C, H, W) of the data the model will see; None is the model's default.
             It sets the builder's ``in_channels`` and ``image_size`` (the longer side) where the
             builder has them and ``kwargs`` does not give them (:func:`fit_to_input`).
+        pretrained: a name from :func:`attnact.weights.list_pretrained`: the trained network,
+            downloaded (verified, cached) and converted, in eval mode.
         **kwargs: the builder's other keyword arguments (see its docstring).
 
     Raises:
@@ -147,6 +150,11 @@ def create_model(
                 f"{spec.name} has no argument {key!r}{hint}; its arguments are act, num_classes, "
                 f"{', '.join(allowed)}"
             )
+    if pretrained is not None:
+        from attnact.weights.pretrained import check_request, load_pretrained, pretrained_info
+
+        check_request(pretrained_info(pretrained), spec.name, act, num_classes, kwargs)
+        return load_pretrained(pretrained)
     if num_classes is None:
         num_classes = spec.num_classes
     return spec.builder(act=act, num_classes=num_classes, **kwargs)
