@@ -33,6 +33,7 @@ from attnact.data.fetch import (
     fetch,
     verify,
 )
+from attnact.data.fingerprint import dataset_fingerprint
 from attnact.data.formats import ImageFolder, read_cifar, read_idx, read_idx_pair, read_svhn
 from attnact.data.loader import FolderLoader, TensorLoader, load_arrays, make_loaders
 
@@ -53,6 +54,7 @@ __all__ = [
     "candidate_dirs",
     "check_file",
     "data_command",
+    "dataset_fingerprint",
     "dataset_info",
     "datasets_rows",
     "default_download_dir",

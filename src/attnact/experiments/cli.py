@@ -62,6 +62,10 @@ def add_reproduce_subparser(subparsers: Any) -> argparse.ArgumentParser:
                    help="list the grid's runs with their state and train nothing")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing; write the report from the finished runs")
+    p.add_argument("--retrain-other-code", action="store_true",
+                   help="set aside (move, not delete) finished runs made by other code than "
+                        "this attnact (another commit, a dirty tree, no provenance) and train "
+                        "them anew")
     p.add_argument("--quiet", action="store_true", help="fewer messages, no progress bars")
     p.set_defaults(func=run_reproduce)
     return p
@@ -129,6 +133,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         verbose=not args.quiet,
         command=command,
         log=(lambda _m: None) if args.quiet else None,
+        retrain_other_code=args.retrain_other_code,
     )
     if result.results is None:  # a torchrun rank other than 0
         return 0

@@ -35,6 +35,7 @@ from attnact.report.figures import plot_curves
 from attnact.report.stats import paired_difference, summarize
 from attnact.report.tables import to_csv, to_latex, to_markdown
 from attnact.train.build import model_cost, preflight
+from attnact.train.provenance import summary_lines as provenance_lines
 
 __all__ = [
     "DEMO_ACTIVATIONS",
@@ -293,9 +294,11 @@ def write_report(
         f"mean ± std over seeds, 95% Student-t interval, paired difference to {baseline}; "
         "time: median training step measured side by side in one process"
     )
+    provenance = "\n".join(provenance_lines(
+        {f"{r.act}/seed{r.seed_index}": r.summary for r in runs}))
     files = {
         "table.md": atomic_write_text(
-            out / "table.md", f"{caption}\n\n{to_markdown(rows)}\n"
+            out / "table.md", f"{caption}\n\n{to_markdown(rows)}\n\n{provenance}\n"
         ),
         "table.tex": atomic_write_text(out / "table.tex", to_latex(rows, caption=caption)),
         "results.csv": atomic_write_text(out / "results.csv", to_csv(_run_rows(runs))),

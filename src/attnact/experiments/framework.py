@@ -70,7 +70,7 @@ import yaml
 from attnact._checks import check_positive_int
 from attnact.fileio import atomic_write_json, atomic_write_text, exclusive_lock
 from attnact.report.tables import to_csv
-from attnact.train.config import PRESETS, TrainConfig
+from attnact.train.config import PRESETS, RUN_LOCAL_FIELDS, TrainConfig, config_identity
 
 __all__ = [
     "BACKENDS",
@@ -102,10 +102,6 @@ BACKENDS = ("process", "inline", "ray")
 
 #: TrainConfig fields that do not change what a run computes; they may differ between a grid's
 #: spec and the run directory it finds (a moved dataset, another device, no progress bars).
-RUN_LOCAL_FIELDS = frozenset(
-    {"out_dir", "resume", "progress", "tensorboard", "num_workers", "data_dir", "device"}
-)
-
 # A key is one or more "/"-separated parts of letters, digits and . _ + = -, each starting with a
 # letter or digit: safe as a path on every filesystem, in a shell and in a CSV cell.
 _KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
@@ -189,13 +185,6 @@ def _resolve_fit(fit: str | Callable[[TrainConfig], Any]) -> Callable[[TrainConf
     if not callable(func):
         raise ValueError(f"fit target {fit!r}: {module} has no function {name!r}")
     return func
-
-
-def config_identity(config: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a config that decide what a run computes (all but RUN_LOCAL_FIELDS)."""
-    if not isinstance(config, TrainConfig):
-        config = TrainConfig.from_dict(config)
-    return {k: v for k, v in config.to_dict().items() if k not in RUN_LOCAL_FIELDS}
 
 
 # ====================================================================== the store
@@ -438,13 +427,30 @@ class RunStore:
         logger.warning("%s, and %s: the run counts as unfinished", problem, reason)
         return None
 
+    def set_aside(self, key: str) -> Path:
+        """Move run ``key``'s directory to ``<root>/.set-aside/<key>.<time>`` (nothing is
+        deleted) so that the run counts as pending and trains anew; returns the new place."""
+        source = self.run_dir(key)
+        target = self.root / ".set-aside" / f"{key}.{time.strftime('%Y%m%dT%H%M%S')}"
+        n = 1
+        while target.exists():
+            target = target.with_name(f"{target.name}-{n}")
+            n += 1
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock(key) as acquired:
+            if not acquired:
+                raise ValueError(f"run {key} is being trained by another process: not moved")
+            os.replace(source, target)
+        return target
+
     def keys(self) -> list[str]:
         """Keys of every run directory in the store (those with a spec.json), sorted."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            p.parent.relative_to(self.root).as_posix() for p in self.root.rglob(self.SPEC)
-        )
+        keys = (p.parent.relative_to(self.root) for p in self.root.rglob(self.SPEC))
+        # hidden folders are not runs: .set-aside/ keeps the runs moved out of the grid
+        return sorted(k.as_posix() for k in keys if not any(
+            part.startswith(".") for part in k.parts))
 
     # ------------------------------------------------------------------ writing
     def check_config(self, spec: RunSpec) -> None:
@@ -1221,6 +1227,7 @@ def reproduce(
     verbose: bool = True,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
+    retrain_other_code: bool = False,
 ) -> ReproduceResult:
     """Train an experiment's grid (skipping finished runs) and write its report.
 
@@ -1235,6 +1242,9 @@ def reproduce(
         where: train and report only runs whose coordinates match (``{"b": ["1", "2"]}``).
         report_only: train nothing; report what the store holds.
         command: the command line recorded in the report header (default: this process's).
+        retrain_other_code: finished runs made (in any session) by other code than this
+            process's, or carrying no provenance, are set aside (``RunStore.set_aside``: moved,
+            not deleted) and trained anew, so the report holds this code's runs only.
     """
     from attnact.experiments.registry import get_experiment
 
@@ -1251,7 +1261,16 @@ def reproduce(
                                 where, report_only)
     rank, _world = _dist_rank()
 
+    if retrain_other_code and report_only:
+        raise ValueError("retrain_other_code trains runs: it excludes report_only")
     sweep = None
+    if retrain_other_code and rank == 0:
+        from attnact.train.provenance import other_code
+
+        finished = {s.key: store.summary(s.key) or {} for s in specs if store.is_finished(s.key)}
+        for key in other_code(finished):
+            moved = store.set_aside(key)
+            (log or _say)(f"[{exp.name}] {key}: made by other code, set aside in {moved}")
     if not report_only:
         todo = [s for s in specs if not store.is_finished(s.key)]
         _check_data(exp, todo)

@@ -24,6 +24,7 @@ from attnact.fileio import atomic_write_text
 from attnact.report.figures import figure
 from attnact.report.stats import Summary, paired_difference, summarize
 from attnact.report.tables import to_csv, to_latex, to_markdown
+from attnact.train.provenance import summary_lines as provenance_lines
 
 __all__ = [
     "GroupStats",
@@ -220,6 +221,8 @@ def header(exp: Experiment, context: ReportContext, results: Results) -> str:
         time_line,
         f"Machine: {platform.machine()}, Python {platform.python_version()}, "
         f"torch {torch.__version__}.",
+        "",
+        *provenance_lines({k: r.summary for k, r in results.records.items()}),
         "",
         f"**Runs:** {finished} of {len(specs)} finished; seeds per grid point: {context.seeds} "
         f"(seed index k trains with seed k, so runs with the same index share data order and "

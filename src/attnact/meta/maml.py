@@ -620,6 +620,9 @@ def fit_maml(config: TrainConfig) -> dict[str, Any]:
         restore_rng_state(ckpt["rng"])
         logger.info("resuming %s after iteration %d", out, start)
 
+    from attnact.train.provenance import collect
+
+    provenance = [*(ckpt or {}).get("provenance", []), collect(config, device=device)]
     meta_info = {
         **meta.to_dict(),
         "train_classes": train_classes,
@@ -648,6 +651,7 @@ def fit_maml(config: TrainConfig) -> dict[str, Any]:
             "torch_version": str(torch.__version__),
             "config": config.to_dict(),
             "meta": {**meta_info, "batching": batching},
+            "provenance": provenance,
         }
         if error is not None:
             data["error"] = {"type": type(error).__name__, "message": str(error)}
@@ -709,6 +713,7 @@ def fit_maml(config: TrainConfig) -> dict[str, Any]:
                         "batching": batching,
                         "config": config.to_dict(),
                         "history": list(history),
+                        "provenance": provenance,
                         "wall_time_s": wall_time(),
                         "torch_version": str(torch.__version__),
                     },

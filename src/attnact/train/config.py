@@ -28,7 +28,15 @@ import yaml
 from attnact._checks import check_known_keys
 from attnact.train.checkpoint import atomic_write_text
 
-__all__ = ["OPTIMIZERS", "PRESETS", "SCHEDULES", "TrainConfig", "list_presets"]
+__all__ = [
+    "OPTIMIZERS",
+    "PRESETS",
+    "RUN_LOCAL_FIELDS",
+    "SCHEDULES",
+    "TrainConfig",
+    "config_identity",
+    "list_presets",
+]
 
 OPTIMIZERS = ("sgd", "nag", "adam")
 SCHEDULES = ("constant", "step", "cosine")
@@ -227,6 +235,19 @@ class TrainConfig:
         """Fields whose values differ: ``{name: (self's, other's)}``."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+#: Fields that say where and how a run is executed, not what it computes.
+RUN_LOCAL_FIELDS = frozenset(
+    {"out_dir", "resume", "progress", "tensorboard", "num_workers", "data_dir", "device"}
+)
+
+
+def config_identity(config: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a config that decide what a run computes (all but RUN_LOCAL_FIELDS)."""
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.from_dict(config)
+    return {k: v for k, v in config.to_dict().items() if k not in RUN_LOCAL_FIELDS}
 
 
 def list_presets() -> list[str]:

@@ -325,6 +325,7 @@ class _Run:
         self.wall_before = 0.0  # wall time of earlier sessions of this run (resume)
         self.history: list[dict[str, Any]] = []
         self.checkpoint_sha256: str | None = None
+        self.provenance: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.global_step = 0
 
@@ -410,6 +411,13 @@ class _Run:
         check_model_takes_data(model, self.config, shape)
         return model
 
+    def _session_provenance(self) -> dict[str, Any]:
+        from attnact.train.provenance import collect
+
+        # Loaders passed in (tests, custom data) are no catalogued copy: nothing to hash.
+        return collect(self.config, device=self.env.device,
+                       hash_data=self.given_loaders is None)
+
     # -------------------------------------------------------------- files (rank 0)
     def _write(self, name: str, text: str) -> None:
         if self.out is not None and self.env.is_main:
@@ -443,6 +451,8 @@ class _Run:
             "config": c.to_dict(),
             # the checkpoint this summary describes: a reused run's file must be this one
             "checkpoint_sha256": self.checkpoint_sha256,
+            # which code, versions and data made it: one record per session, oldest first
+            "provenance": list(self.provenance),
         }
         if error is not None:
             summary["error"] = {"type": type(error).__name__, "message": str(error)}
@@ -529,6 +539,7 @@ class _Run:
             global_step=self.global_step,
             history=self.history,
         )
+        self.provenance = [*(ckpt or {}).get("provenance", []), self._session_provenance()]
         if self.out is not None and env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             c.to_yaml(self.out / "config.yaml")
@@ -726,6 +737,7 @@ class _Run:
             "last": dict(self.history[-1]),
             "wall_time_s": self.wall_time(),
             "torch_version": str(torch.__version__),
+            "provenance": list(self.provenance),
         }
 
     def _tensorboard(self) -> Any:
