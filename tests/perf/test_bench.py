@@ -77,6 +77,25 @@ def test_write_bench_and_cli(tiny_hosts, tmp_path, capsys):
     assert "| tiny_unit | relu |" in out and "| tiny_unit | arelu |" in out
     assert (tmp_path / "cli.json").is_file()
     assert main(["bench", "--hosts", "nope"]) == 2
-    assert "unknown ['nope']" in capsys.readouterr().err
+    assert "unknown bench host 'nope'" in capsys.readouterr().err
     assert main(["bench", "--variants", "xyz", "--hosts", "tiny_unit"]) == 2
     assert "none known" in capsys.readouterr().err
+
+
+def test_any_model_at_any_dataset_size_is_a_bench_host(tmp_path, capsys):
+    from attnact.cli import main
+    from attnact.perf.bench import resolve_host
+
+    host = resolve_host("resnet18@fashion_mnist")
+    assert (host.model, host.input_shape, host.num_classes) == ("resnet18", (1, 28, 28), 10)
+    assert host.model_kwargs == {"in_channels": 1}
+    assert resolve_host("resnet_cifar@cifar100").model_kwargs == {
+        "in_channels": 3, "image_size": 32}
+    with pytest.raises(ValueError, match=r"unknown bench host 'resnet18'.*MODEL@DATASET"):
+        resolve_host("resnet18")
+    with pytest.raises(ValueError, match="unknown dataset 'bogus'"):
+        resolve_host("resnet18@bogus")
+    code = main(["bench", "--hosts", "mnist_conv@svhn", "--variants", "arelu", "--rounds", "1",
+                 "--warmup", "0", "--out", str(tmp_path), "--name", "b", "--quiet"])
+    assert code == 0
+    assert "mnist_conv@svhn" in (tmp_path / "b.md").read_text()

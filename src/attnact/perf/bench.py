@@ -41,6 +41,7 @@ __all__ = [
     "BenchResult",
     "Host",
     "Variant",
+    "resolve_host",
     "run_bench",
     "saved_bytes",
     "write_bench",
@@ -97,6 +98,29 @@ HOSTS: dict[str, Host] = {
     "resnet50_v1b": Host("resnet50_v1b", "resnet50_v1b", (3, 224, 224), 4,
                          num_classes=1000),
 }
+
+
+def resolve_host(host: str | Host) -> Host:
+    """A :class:`Host` by name: one of :data:`HOSTS`, or ``MODEL@DATASET`` — any registered
+    model at the input size and classes of a run on that dataset (the same fitting as
+    ``attnact train``; no data is read), at batch 32 (4 for inputs larger than 64×64)."""
+    if isinstance(host, Host):
+        return host
+    if host in HOSTS:
+        return HOSTS[host]
+    model, sep, dataset = host.partition("@")
+    if not sep or not model or not dataset:
+        raise ValueError(f"unknown bench host {host!r}: one of {', '.join(HOSTS)}, or "
+                         "MODEL@DATASET (e.g. resnet18@cifar10)")
+    from attnact.models import fit_to_input, model_spec
+    from attnact.train.build import data_shape
+    from attnact.train.config import TrainConfig
+
+    spec = model_spec(model)
+    shape = data_shape(TrainConfig(model=spec.name, dataset=dataset))
+    batch = 32 if max(shape.input_size[1:]) <= 64 else 4
+    return Host(host, spec.name, shape.input_size, batch,
+                fit_to_input(spec, shape.input_size, {}), num_classes=shape.num_classes)
 
 
 def saved_bytes(forward: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()) -> int:
@@ -215,7 +239,7 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
 
 
 def run_bench(
-    hosts: Sequence[str] = ("unit", "resnet_cifar_b3", "mnist_conv", "resnet50_v1b"),
+    hosts: Sequence[str | Host] = ("unit", "resnet_cifar_b3", "mnist_conv", "resnet50_v1b"),
     variants: Sequence[Variant] = VARIANTS,
     *,
     rounds: int = 15,
@@ -223,16 +247,15 @@ def run_bench(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> list[BenchResult]:
-    """Measure every variant on every host (see the module docstring)."""
-    unknown = [h for h in hosts if h not in HOSTS]
-    if unknown:
-        raise ValueError(f"unknown bench host(s) {unknown} (allowed: {', '.join(HOSTS)})")
+    """Measure every variant on every host (see the module docstring; hosts by name, see
+    :func:`resolve_host`)."""
+    resolved = [resolve_host(h) for h in hosts]  # every name checked before anything runs
     labels = [v.label for v in variants]
     if "relu" not in labels:
         raise ValueError("the variants must include 'relu' (every ratio is relative to it)")
     results: list[BenchResult] = []
-    for name in hosts:
-        host = HOSTS[name]
+    for host in resolved:
+        name = host.name
         models: dict[str, nn.Module] = {}
         skipped: dict[str, str] = {}
         for v in variants:
@@ -294,7 +317,7 @@ def write_bench(results: Sequence[BenchResult], out: str | Path, *, name: str, c
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": str(torch.__version__), "python": platform.python_version(),
         "machine": platform.machine(), "threads": torch.get_num_threads(), "rounds": rounds,
-        "hosts": {h: asdict(HOSTS[h]) for h in dict.fromkeys(r.host for r in results)},
+        "hosts": {h: asdict(resolve_host(h)) for h in dict.fromkeys(r.host for r in results)},
     }
     out = Path(out)
     md = (f"# attnact bench: {name}\n\n`{command}` — {meta['date']}, torch {meta['torch']}, "

@@ -12,7 +12,7 @@ __all__ = ["add_bench_subparser"]
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from attnact.perf.bench import HOSTS, VARIANTS, run_bench, timestamp, write_bench
+    from attnact.perf.bench import VARIANTS, resolve_host, run_bench, timestamp, write_bench
 
     if args.threads is not None:
         if args.threads < 1:
@@ -28,9 +28,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                          f"{', '.join(v.label for v in VARIANTS)})")
     if not any(v.label == "relu" for v in variants):
         variants.insert(0, VARIANTS[0])
-    unknown = [h for h in hosts if h not in HOSTS]
-    if unknown:
-        raise ValueError(f"--hosts: unknown {unknown} (allowed: {', '.join(HOSTS)})")
+    for host in hosts:  # every name checked before anything is measured
+        resolve_host(host)
     results = run_bench(hosts, variants, rounds=args.rounds, warmup=args.warmup,
                         log=None if args.quiet else lambda m: print(m, file=sys.stderr))
     command = "attnact bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
@@ -54,7 +53,8 @@ def add_bench_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
         ),
     )
     p.add_argument("--hosts", default="unit,resnet_cifar_b3,mnist_conv,resnet50_v1b",
-                   help="comma-separated: unit, resnet_cifar_b3, mnist_conv, resnet50_v1b")
+                   help="comma-separated: unit, resnet_cifar_b3, mnist_conv, resnet50_v1b, or "
+                        "MODEL@DATASET (any model at that dataset's input size)")
     p.add_argument("--variants", help="comma-separated labels or unit names (default: all)")
     p.add_argument("--rounds", type=int, default=15, help="timed interleaved rounds")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per variant first")
