@@ -16,7 +16,7 @@ every token, and BatchNorm normalises each channel over N·L values, as over N·
 
 Without a channel count (``ATAC()``, ``xUnit()``) a unit is a PyTorch lazy module
 (:class:`torch.nn.modules.lazy.LazyModuleMixin`): its parameters are
-``UninitializedParameter``\\ s until the first forward reads C off ``channel_dim``; ``.to()``
+``UninitializedParameter`` objects until the first forward reads C off ``channel_dim``; ``.to()``
 before that works as for ``nn.LazyConv2d``. Run one forward before building the optimizer.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
+from torch.nn.parameter import UninitializedParameter, is_lazy
 
 __all__ = ["CHANNEL_DIMS", "LazyChannels", "as_nchw", "check_channel_dim"]
 
@@ -89,9 +89,11 @@ class LazyChannels(LazyModuleMixin):
     A subclass implements ``_build(channels)``, which creates its submodules for C channels, and
     calls :meth:`_init_channels` at the end of ``__init__``. With a count the unit is built at
     once and the mixin's hooks are dropped (a plain module from the start); without, the
-    submodules are built for C = 1 as placeholders whose tensors are replaced by uninitialized
-    ones, rebuilt for the real C at the first forward (:meth:`initialize_parameters`) or when a
-    state_dict is loaded.
+    submodules are built for a placeholder C as placeholders whose parameters are replaced by
+    ``UninitializedParameter`` objects, and rebuilt for the real C at the first forward
+    (:meth:`initialize_parameters`) or when a state_dict is loaded. (The placeholders' buffers,
+    BatchNorm's running statistics, stay ordinary tensors: ``copy.deepcopy`` of an
+    ``UninitializedBuffer`` fails in torch, e.g. for ``nn.LazyBatchNorm2d``.)
     """
 
     channels: int | None
@@ -115,10 +117,6 @@ class LazyChannels(LazyModuleMixin):
             for name, p in list(m._parameters.items()):
                 if p is not None:
                     setattr(m, name, UninitializedParameter(requires_grad=p.requires_grad))
-            for name, b in list(m._buffers.items()):
-                if b is not None and b.is_floating_point():
-                    m.register_buffer(name, UninitializedBuffer(requires_grad=False),
-                                      persistent=name not in m._non_persistent_buffers_set)
         self.register_load_state_dict_pre_hook(_materialize_from_state)
 
     def _drop_lazy_hooks(self) -> None:
