@@ -281,3 +281,19 @@ def test_channel_dim_is_checked() -> None:
         xUnit(4, channel_dim=0)
     with pytest.raises(ValueError, match=r"rank 2 to 4.*\(2, 4, 1, 1, 1\)"):
         ATAC(4)(torch.randn(2, 4, 1, 1, 1))
+
+
+def test_fused_inference_form_keeps_the_channel_axis() -> None:
+    from attnact.fuse import fuse_for_inference
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), _randomise(ATAC(8, channel_dim=-1)))
+    model(torch.randn(4, 7, 5))  # running statistics
+    model.eval()
+    fused = fuse_for_inference(model)
+    x = torch.randn(3, 9, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-6)
+    lazy = fuse_for_inference(nn.Sequential(ATAC()).eval())
+    assert isinstance(lazy[0], ATAC)
+    assert any("lazy unit" in n for n in lazy.fusion_report.notes)
