@@ -551,32 +551,75 @@ def _sites_from_hooks(
 ) -> list[_Site]:
     """Call sites of matched modules in execution order, found by running ``example_input``;
     each site's channel axis from the module that produced its input (tracked by tensor
-    identity through the forward hooks of every module)."""
+    identity through the forward hooks of every module), else from the first layer with a known
+    axis that reads its output."""
     calls: list[tuple[str, Any, tuple[int | None, str]]] = []
     produced: dict[int, tuple[torch.Tensor, tuple[int | None, str]]] = {}
+    # (output shape, axis, source) of every layer with a known axis, in call order, and where
+    # each module's call started in that list: a container (LeViT's Linear + BatchNorm1d block
+    # that reshapes the BN output) inherits the axis of the last such layer it ran, when the
+    # width matches (below).
+    events: list[tuple[tuple[int, ...], int, str]] = []
+    starts: list[int] = []
     modules = dict(model.named_modules())
 
     def layout_of(t: Any) -> tuple[int | None, str]:
         hit = produced.get(id(t)) if isinstance(t, torch.Tensor) else None
         return hit[1] if hit is not None and hit[0] is t else (None, "")
 
+    def inherited(out: torch.Tensor, since: int, path: str) -> tuple[int | None, str]:
+        if len(events) <= since or out.dim() < 2:
+            return None, ""
+        shape, axis, source = events[-1]
+        width = shape[axis]
+        last = axis == -1 or len(shape) == 2  # the layer's channels are its last dim
+        if last and out.shape[-1] == width:
+            return -1, f"{source} via {path}"
+        if not last and len(shape) == out.dim() and out.shape[1] == width:
+            return 1, f"{source} via {path}"
+        return None, ""
+
+    # Sites whose input no known layer produced, by id of their output: the first layer with a
+    # known axis that reads that output tells the axis instead (LeViT's attention output goes
+    # through Hardswish into a Linear projection).
+    pending: dict[int, tuple[torch.Tensor, int]] = {}
+
+    def start(m: nn.Module, inputs: tuple[Any, ...]) -> None:
+        starts.append(len(events))
+        t = inputs[0] if inputs else None
+        hit = pending.get(id(t)) if isinstance(t, torch.Tensor) else None
+        axis = _module_axis(m)
+        if hit is not None and hit[0] is t and axis is not None:
+            i = hit[1]
+            calls[i] = (calls[i][0], calls[i][1], (axis, f"read by {type(m).__name__}"))
+            del pending[id(t)]
+
     def record(path: str) -> Callable[..., None]:
         def hook(m: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
+            since = starts.pop() if starts else len(events)
             if path in candidates:
-                calls.append((path, getattr(out, "shape", None),
-                              layout_of(inputs[0] if inputs else None)))
+                layout = layout_of(inputs[0] if inputs else None)
+                calls.append((path, getattr(out, "shape", None), layout))
+                if layout[0] is None and isinstance(out, torch.Tensor):
+                    pending[id(out)] = (out, len(calls) - 1)
             if not isinstance(out, torch.Tensor):
                 return
             axis = _module_axis(m)
             if axis is not None:
-                produced[id(out)] = (out, (axis, f"{type(m).__name__} {path}"))
+                info: tuple[int | None, str] = (axis, f"{type(m).__name__} {path}")
+                events.append((tuple(out.shape), axis, info[1]))
             elif isinstance(m, _SAME_CHANNEL_MODULES) and inputs:
-                hit = layout_of(inputs[0])
-                if hit[0] is not None:
-                    produced[id(out)] = (out, hit)
+                info = layout_of(inputs[0])
+            elif id(out) not in produced:
+                info = inherited(out, since, path)
+            else:
+                return
+            if info[0] is not None:
+                produced[id(out)] = (out, info)
         return hook
 
-    handles = [m.register_forward_hook(record(path)) for path, m in modules.items() if path]
+    handles = [m.register_forward_pre_hook(start) for path, m in modules.items() if path]
+    handles += [m.register_forward_hook(record(path)) for path, m in modules.items() if path]
     try:
         with _evaluating(model):
             model(*args)
@@ -589,6 +632,8 @@ def _sites_from_hooks(
         for h in handles:
             h.remove()
         produced.clear()
+        events.clear()
+        pending.clear()
     sites = []
     for i, (path, shape, (axis, source)) in enumerate(calls):
         site = _Site(index=i, kind="module", original="", path=path, channel_dim=axis,
