@@ -95,3 +95,19 @@ def test_arelu_on_integers_was_truncated_and_is_now_refused() -> None:
         attnact.AReLU()(torch.tensor([3, -3]))
     y = attnact.AReLU()(torch.tensor([3.0, -3.0]))
     torch.testing.assert_close(y, torch.tensor([3 * (1 + torch.sigmoid(torch.tensor(2.0))), -2.7]))
+
+
+@pytest.mark.slow
+def test_compiled_arelu_kernel_keeps_the_zero_convention() -> None:
+    # the fused backward kernel compiled by inductor (where it selects with torch.where)
+    attnact.set_fused(True)
+    try:
+        a = torch.tensor([0.75])
+        b = torch.tensor([2.0])
+        x = torch.tensor([0.0, -0.0, 1.5, -1.5] * 64, requires_grad=True)
+        arelu(x, a, b, implementation="function").sum().backward()
+    finally:
+        attnact.set_fused(None)
+    sig = torch.sigmoid(b).item()
+    want = torch.tensor([sig, sig, 1 + sig, 0.75] * 64)
+    torch.testing.assert_close(x.grad, want, rtol=1e-6, atol=0)

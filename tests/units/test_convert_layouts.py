@@ -117,6 +117,36 @@ def test_unknown_axis_is_refused_and_channel_dim_decides() -> None:
         convert_activations(Ambiguous(), "atac", channel_dim=2)
 
 
+class AttentionOut(nn.Module):
+    """An activation on an attention output (no layer produces it), read by a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act, self.proj = nn.Hardswish(), nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.softmax(x @ x.transpose(1, 2), dim=-1) @ x
+        return self.proj(self.act(a))
+
+
+class AttentionOutHooks(AttentionOut):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 1e9:  # data-dependent control flow: fx cannot trace, hooks are used
+            return x
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("cls", [AttentionOut, AttentionOutHooks])
+def test_axis_from_the_consuming_layer(cls) -> None:
+    out = convert_activations(cls(), "atac", match="hard_swish",
+                              example_input=torch.randn(2, 5, 6))
+    (site,) = out.conversion_report.replaced
+    assert (site.channel_dim, site.channels) == (-1, 6)
+    assert site.axis_source.startswith("read by Linear")
+    assert out.conversion_report.method == "module"
+    assert out(torch.randn(2, 9, 6)).shape == (2, 9, 6)
+
+
 def test_match_by_registered_name() -> None:
     out = convert_activations(TokenMlp(), "arelu", match=("gelu",))
     assert isinstance(out.act, attnact.AReLU)

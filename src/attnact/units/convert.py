@@ -753,6 +753,35 @@ def _infer_layout(gm: fx.GraphModule, node: Any, depth: int = 0) -> Layout:
     return _UNKNOWN
 
 
+def _consumer_layout(gm: fx.GraphModule, node: fx.Node, depth: int = 0) -> Layout:
+    """Channel count and axis of ``node``'s output read off the first layer that consumes it
+    (through channel-preserving ops), when every consumer that tells agrees."""
+    found: set[tuple[int | None, int, str]] = set()
+    for user in node.users:
+        if user.op == "call_module" and _site_input(user) is node:
+            m = gm.get_submodule(user.target)
+            axis = _module_axis(m)
+            if axis is not None:
+                width = m.in_channels if isinstance(m, nn.modules.conv._ConvNd) else (
+                    m.in_features if isinstance(m, nn.Linear) else _module_width(m))
+                found.add((width, axis, f"read by {type(m).__name__} {user.target}"))
+                continue
+            if isinstance(m, _SAME_CHANNEL_MODULES) and depth < 20:
+                c, a, src = _consumer_layout(gm, user, depth + 1)
+                if a is not None:
+                    found.add((c, a, src))
+        elif depth < 20 and (
+            (user.op == "call_function" and user.target in _SAME_CHANNEL_FUNCTIONS)
+            or (user.op == "call_method" and user.target in _SAME_CHANNEL_METHODS)
+        ):
+            c, a, src = _consumer_layout(gm, user, depth + 1)
+            if a is not None:
+                found.add((c, a, src))
+    if len({(c, a) for c, a, _ in found}) != 1:
+        return _UNKNOWN
+    return found.pop()
+
+
 def _infer_channels(gm: fx.GraphModule, node: Any) -> int | None:
     """Channel count of ``node``'s output read off the module that produced it, or None."""
     return _infer_layout(gm, node)[0]
@@ -977,8 +1006,9 @@ def convert_activations(
             data-dependent control flow); activations inside them are left alone.
         channel_dim: the channel axis of every site, 1 or −1, overriding the detection. By
             default each site's axis comes from the layer producing its input (Conv/BatchNorm/
-            GroupNorm: 1; Linear/LayerNorm: −1, as in transformers and ConvNeXt blocks), or
-            from its rank (2: either; 4 with no known producer: 1). Units that need a channel
+            GroupNorm: 1; Linear/LayerNorm: −1, as in transformers and ConvNeXt blocks), else
+            from the first such layer reading its output, else from its rank (2: either; 4:
+            1). Units that need a channel
             count (ATAC, SEActivation, xUnit) are built with that axis (``channel_dim=``), and a
             site whose axis cannot be told is refused. The report lists each site's axis.
         **unit_kwargs: forwarded to each new unit's constructor (``r=4``, ``alpha=0.5``).
@@ -1029,6 +1059,8 @@ def convert_activations(
         report.notes += notes
         for s in sites:
             s.channels, s.channel_dim, s.axis_source = _infer_layout(gm, _site_input(s.node))
+            if s.channel_dim is None and s.node is not None:
+                s.channels, s.channel_dim, s.axis_source = _consumer_layout(gm, s.node)
         if args is not None:
             _propagate_shapes(gm, args, sites)
     else:
