@@ -3,9 +3,18 @@
 :func:`convert_activations` finds every *call site* of an activation (an ``nn.ReLU`` module, and
 the functional forms ``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``, ``x.relu_()`` ...) and puts a
 fresh unit at each one, built by :func:`~attnact.units.registry.create_act_layer` with that site's
-channel count. Replacing a *fraction* of the sites from the last one towards the first is the
-protocol of Fig. 6 of Dai et al., "Attention as Activation" (ICPR 2020), which shows the gain
-growing as the network becomes "fully attentional".
+channel count and channel axis. Replacing a *fraction* of the sites from the last one towards the
+first is the protocol of Fig. 6 of Dai et al., "Attention as Activation" (ICPR 2020), which shows
+the gain growing as the network becomes "fully attentional".
+
+Channel axis: a unit that needs a channel count (ATAC, SEActivation, xUnit) must know which axis
+holds the channels — dim 1 of a CNN's (N, C, H, W) map, the last dim of a transformer's
+(N, L, C) tokens or of ConvNeXt's (N, H, W, C) maps. Taking dim 1 everywhere would size ATAC by
+the sequence length or the image height: it would mix tokens and fail at any other length. So
+each site's axis is read off the layer producing its input (Conv/BatchNorm/GroupNorm: 1;
+Linear/LayerNorm: −1, through channel-preserving ops and element-wise sums), else off the first
+such layer reading its output, else off its rank (2: both agree; 4: 1); anything else is refused
+for those units unless ``channel_dim=`` says it. The report lists each site's axis and source.
 
 How the result is built:
 
@@ -982,7 +991,8 @@ def convert_activations(
     """Return a copy of ``model`` whose activation call sites call new units of kind ``to``.
 
     Each call site gets its own fresh unit, ``create_act_layer(to, channels=C, **unit_kwargs)``
-    with C = dim 1 of that site's input. ``model`` is never modified. The report is attached as
+    with C the size of that site's channel axis (``channel_dim`` below; the unit gets that axis
+    too where it takes one). ``model`` is never modified. The report is attached as
     ``result.conversion_report`` (:class:`ConversionReport`).
 
     Args:
@@ -1019,8 +1029,9 @@ def convert_activations(
 
     Raises:
         ValueError: bad ``fraction``/``order``/``match``/``to``, an ``example_input`` that does
-            not fit, channel counts that cannot be inferred, or a model fx cannot trace when a
-            graph rewrite is needed.
+            not fit, channel counts or axes that cannot be inferred, or a model fx cannot trace
+            when a graph rewrite is needed.
+        TypeError: a TorchScript module (convert the eager model, then script the result).
     """
     if isinstance(model, torch.jit.ScriptModule):
         raise TypeError(
@@ -1135,7 +1146,7 @@ def convert_activations(
         if missing:
             where = ", ".join(s.original for s in missing)
             hint = ("pass example_input=... so shapes can be propagated" if args is None
-                    else "the unit needs inputs with a channel dimension (dim 1)")
+                    else "the unit needs inputs with a channel dimension")
             raise ValueError(
                 f"to={target.label!r} needs the channel count of each site, which could not be "
                 f"determined for: {where}; {hint}"
