@@ -17,6 +17,7 @@ from torch.nn.parameter import UninitializedParameter
 
 import attnact
 from attnact import ATAC, SEActivation, create_act_layer
+from attnact.units.arelu import elsa_gate
 from attnact.units.xunit import xUnit
 
 EPS = 1e-5
@@ -297,3 +298,15 @@ def test_fused_inference_form_keeps_the_channel_axis() -> None:
     lazy = fuse_for_inference(nn.Sequential(ATAC()).eval())
     assert isinstance(lazy[0], ATAC)
     assert any("lazy unit" in n for n in lazy.fusion_report.notes)
+
+
+@pytest.mark.parametrize("name", ["elsa_atac", "elsa_xunit", "elsa_se_activation"])
+def test_elsa_over_a_lazy_unit_materialises_in_eval_too(name: str) -> None:
+    m = create_act_layer(name).eval()
+    x = torch.randn(2, 5, 4, 4, requires_grad=True)
+    y = m(x)  # the first call runs the composition, which materialises the inner unit
+    y.sum().backward()  # the Function would have saved the uninitialized parameters
+    assert all(p.grad is not None for p in m.activation.parameters())
+    assert m.activation.channels == 5
+    torch.testing.assert_close(m(x), y)  # later calls: the Function, same values
+    torch.testing.assert_close(y, m.activation(x) + elsa_gate(x, m.alpha, m.beta))

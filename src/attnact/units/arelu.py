@@ -326,6 +326,12 @@ class ELSA(nn.Module):
             check_float_input(x, "ELSA")
             y = self.activation(x)
             return y + elsa_gate(y, self.alpha, self.beta)
+        if hasattr(self.activation, "_initialize_hook"):
+            # a lazy unit (ATAC() without a width) not yet run: the Function would be handed its
+            # uninitialized parameters, so this first call runs the composition, which calls the
+            # unit and lets it materialise
+            check_float_input(x, "ELSA")
+            return elsa_reference(x, self.alpha, self.beta, self.activation)
         return elsa(x, self.alpha, self.beta, self.activation, self.inplace, self.implementation)
 
     def extra_repr(self) -> str:
