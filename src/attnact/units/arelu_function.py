@@ -83,9 +83,17 @@ def _arelu_backward(
     neg = alpha.clamp(_LO, _HI).to(y.dtype)
     pos = (1.0 + sig).to(y.dtype)
     below = condition(_sign_bit_set(y), y.dtype)  # x < 0, recovered from y (_arelu_forward)
-    # Eq. (11) with C(α); at x = ±0 (y = +0, nothing else maps there) R'(0) + σ(β) = σ(β)
-    zero = condition(y == 0, y.dtype)
-    grad_x = grad * select(below, neg, select(zero, sig.to(y.dtype), pos))
+    # Eq. (11) with C(α); at x = ±0 (y = +0, nothing else maps there) R'(0) + σ(β) = σ(β).
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        grad_x = grad * select(below, neg, select(y == 0, sig.to(y.dtype), pos))
+    else:
+        # Eagerly each selection is a pass over memory, and exact zeros are rare after a conv or
+        # BN: one comparison, and the correction only where zeros exist.
+        grad_x = grad * select(below, neg, pos)
+        zero = y == 0
+        if zero.any():
+            zero &= ~torch.signbit(y)  # −0 is an underflowed negative x: the x < 0 branch
+            grad_x = torch.where(zero, grad * sig.to(y.dtype), grad_x)
     gy = grad * y
     # y = C(α)·x below zero and (1 + σ(β))·x above, so Σ g·x = Σ g·y / slope: one division per
     # parameter instead of recovering x element by element.
