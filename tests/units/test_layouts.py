@@ -172,12 +172,13 @@ def test_xunit_gradcheck_and_sequence_meaning(channel_dim: int, shape) -> None:
     m = _randomise(xUnit(3, kernel_size=3, channel_dim=channel_dim)).double()
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(m, (x,))
-    if len(shape) == 3:  # a sequence is an L×1 map: a k×1 depthwise filter along L
+    if len(shape) == 3:  # a sequence is a 1×L map: the kernel's middle row filters along L
         first = x.transpose(1, 2) if channel_dim == -1 else x
-        z = m.bn_out(nn.functional.conv1d(
-            torch.relu(m.bn_in(first.unsqueeze(-1)).squeeze(-1)),
-            m.dwconv.weight[:, :, :, 1], m.dwconv.bias, padding=1, groups=3).unsqueeze(-1))
-        want = first * torch.exp(-z.squeeze(-1) ** 2)
+        h = torch.relu(m.bn_in(first.unsqueeze(2)).squeeze(2))
+        z = nn.functional.conv1d(h, m.dwconv.weight[:, :, 1, :], m.dwconv.bias, padding=1,
+                                 groups=3)
+        z = m.bn_out(z.unsqueeze(2)).squeeze(2)
+        want = first * torch.exp(-z**2)
         want = want.transpose(1, 2) if channel_dim == -1 else want
         torch.testing.assert_close(m(x), want)
 
@@ -310,3 +311,39 @@ def test_elsa_over_a_lazy_unit_materialises_in_eval_too(name: str) -> None:
     assert m.activation.channels == 5
     torch.testing.assert_close(m(x), y)  # later calls: the Function, same values
     torch.testing.assert_close(y, m.activation(x) + elsa_gate(x, m.alpha, m.beta))
+
+
+def _saved_bytes(fn) -> int:
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+@pytest.mark.parametrize("path", ["fast", "memory_efficient"])
+def test_tokens_cost_what_a_channels_last_map_costs(path: str) -> None:
+    # (N, L, C) runs as a channels_last 1×L map: no copy, the bytes of that map, and its output
+    # is a contiguous (N, L, C) tensor again
+    torch.manual_seed(0)
+    tokens = ATAC(16, channel_dim=-1, **PATHS[path])
+    maps = ATAC(16, **PATHS[path])
+    maps.load_state_dict(tokens.state_dict())
+    x = torch.randn(4, 50, 16, requires_grad=True)
+    x4 = torch.randn(4, 1, 50, 16).permute(0, 3, 1, 2).requires_grad_()  # channels_last map
+    assert x4.is_contiguous(memory_format=torch.channels_last)
+    y = tokens(x)
+    assert y.is_contiguous()
+    assert _saved_bytes(lambda: tokens(x)) == _saved_bytes(lambda: maps(x4))
+    with torch.no_grad():
+        x4.copy_(x.detach().permute(0, 2, 1).unsqueeze(2))
+    torch.testing.assert_close(y, maps(x4).squeeze(2).permute(0, 2, 1))
+    # and what autograd saves is no more than 2.5 (fast) or 1 (memory-efficient) inputs' worth
+    per_input = x.numel() * x.element_size()
+    limit = {"fast": 2.5, "memory_efficient": 1.0}[path]
+    assert _saved_bytes(lambda: tokens(x)) <= limit * per_input + 4096

@@ -9,10 +9,12 @@ A unit is built for one ``channel_dim``:
   pass them, (N, H, W, C) maps as ConvNeXt/Swin blocks pass them.
 
 Every layout is computed as a 4-D N×C×H×W view, which the units' convolutions and BatchNorm
-take: (N, C) as N×C×1×1, a sequence of length L as N×C×L×1, a channels-last tensor permuted
-(for a contiguous (N, L, C) or (N, H, W, C) tensor the permuted view is channels_last-contiguous,
-so nothing is copied). So on tokens a 1×1 convolution is the same linear map over C applied to
-every token, and BatchNorm normalises each channel over N·L values, as over N·H·W on maps.
+take: (N, C) as N×C×1×1, a sequence of length L as a 1×L map N×C×1×L, a channels-last tensor
+permuted (for a contiguous (N, L, C) or (N, H, W, C) tensor the permuted view is
+channels_last-contiguous, and the convolutions keep that format, so nothing is copied; an L×1
+view would be ambiguous to the convolution, which then writes NCHW and the kernels copy). So on
+tokens a 1×1 convolution is the same linear map over C applied to every token, and BatchNorm
+normalises each channel over N·L values, as over N·H·W on maps.
 
 Without a channel count (``ATAC()``, ``xUnit()``) a unit is a PyTorch lazy module
 (:class:`torch.nn.modules.lazy.LazyModuleMixin`): its parameters are
@@ -59,10 +61,10 @@ def as_nchw(
         return x, _same
     if channel_dim == 1 or rank == 2:
         shape = x.shape
-        x4 = x.reshape(shape[0], shape[1], -1, 1)
+        x4 = x.reshape(shape[0], shape[1], 1, -1)
         return x4, lambda y: y.reshape(shape)
-    if rank == 3:  # (N, L, C) -> (N, C, L, 1)
-        return x.permute(0, 2, 1).unsqueeze(-1), lambda y: y.squeeze(-1).permute(0, 2, 1)
+    if rank == 3:  # (N, L, C) -> (N, C, 1, L)
+        return x.permute(0, 2, 1).unsqueeze(2), lambda y: y.squeeze(2).permute(0, 2, 1)
     # (N, H, W, C) -> (N, C, H, W)
     return x.permute(0, 3, 1, 2), lambda y: y.permute(0, 2, 3, 1)
 

@@ -48,9 +48,9 @@ class xUnit(LazyChannels, nn.Module):
             (N, L, C), (N, C)).
 
     Layouts: xUnit is a spatial unit, its gate sees a k×k neighbourhood of a map. A sequence of
-    length L is an L×1 map, so there the gate sees the k neighbouring positions (tokens) of its
-    own channel — it mixes neighbouring tokens by design; on (N, C) features the map is 1×1 and
-    only the kernel's centre tap acts.
+    length L is a 1×L map (only the kernel's middle row acts), so there the gate sees the k
+    neighbouring positions (tokens) of its own channel — it mixes neighbouring tokens by design;
+    on (N, C) features the map is 1×1 and only the kernel's centre tap acts.
 
     Submodules: ``bn_in`` (BatchNorm2d or Identity), ``dwconv`` (depthwise Conv2d with bias, PyTorch
     default init), ``bn_out``. Parameters at C = 16, k = 9 with batch norm:
