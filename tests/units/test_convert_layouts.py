@@ -169,3 +169,16 @@ def test_torchscript_module_is_refused() -> None:
     scripted = torch.jit.script(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
     with pytest.raises(TypeError, match=r"TorchScript module.*eager model first"):
         convert_activations(scripted, "arelu")
+
+
+def test_models_with_lazy_units_convert() -> None:
+    # a model built with act_layer=attnact.ATAC (no widths yet), its ReLUs converted to AReLU
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), attnact.ATAC(), nn.Conv2d(4, 4, 1), nn.ReLU())
+    x = torch.randn(2, 3, 8, 8)
+    out = convert_activations(model, "arelu", example_input=x)
+    assert any("lazy modules materialised" in n for n in out.conversion_report.notes)
+    assert out[1].channels == 4 and model[1].channels is None  # the copy, not the original
+    assert isinstance(out[3], attnact.AReLU) and out(x).shape == (2, 4, 6, 6)
+    with pytest.warns(UserWarning, match="fx could not trace"):
+        unchecked = convert_activations(model, "arelu")
+    assert any("not materialised yet" in n for n in unchecked.conversion_report.notes)

@@ -361,6 +361,11 @@ class _Site:
     name: str = ""  # where the new unit goes
 
 
+def _is_uninitialized(m: nn.Module) -> bool:
+    """A lazy module (torch's or attnact's) whose parameters await their first forward."""
+    return isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
+
+
 def _is_attnact_unit(m: nn.Module) -> bool:
     return type(m).__module__.startswith("attnact.units.")
 
@@ -1055,6 +1060,23 @@ def convert_activations(
 
     work = copy.deepcopy(model)  # the user's model is never touched, even if we fail half-way
     report = ConversionReport(to=target.label, fraction=fraction, order=order)
+    lazy = [p for p, m in work.named_modules() if _is_uninitialized(m)]
+    if lazy and args is not None:
+        # lazy modules (ATAC() in act_layer= slots) take their shapes from a first forward;
+        # fx cannot trace them before. Run it on the copy, as the user would before training.
+        try:
+            with _evaluating(work):
+                work(*args)
+        except Exception as exc:  # user code: report it as a bad input
+            raise ValueError(
+                f"example_input of shape {_shape_str(args)} does not fit the model: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        report.notes.append(f"lazy modules materialised by a first forward on example_input: "
+                            f"{', '.join(lazy)}")
+    elif lazy:
+        report.notes.append(f"lazy modules not materialised yet ({', '.join(lazy)}): fx cannot "
+                            "trace them; run one forward first or pass example_input")
     candidates, hidden = _module_candidates(work, matcher, leaf_modules)
 
     gm: fx.GraphModule | None = None
