@@ -107,10 +107,6 @@ def register_activation(
     return decorate
 
 
-def _names_needing_channels() -> list[str]:
-    return sorted(n for n, s in _REGISTRY.items() if s.needs_channels)
-
-
 def list_activations(*, include_elsa: bool = True) -> list[str]:
     """Canonical names of every registered activation, sorted (``elsa_*`` variants included)."""
     names = sorted(_REGISTRY)
