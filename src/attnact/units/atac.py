@@ -317,7 +317,7 @@ class ATAC(LazyChannels, nn.Module):
         return restore(self._forward4(x4))
 
     def _forward4(self, x4: torch.Tensor) -> torch.Tensor:
-        path = self.path_for(x4)
+        path = self._path4(x4)
         if path == "reference":
             return self.gate(x4) * x4
         bn1, rm1, rv1 = _bn_call(self.bn1)
@@ -336,6 +336,12 @@ class ATAC(LazyChannels, nn.Module):
     def path_for(self, x: torch.Tensor) -> str:
         """``"fast"``, ``"memory_efficient"`` or ``"reference"``: the path ``forward(x)`` takes now
         (it depends on the module's settings and modes, the global switch and the input)."""
+        reshaped = x.dim() != 4 or self.channel_dim != 1 if isinstance(x, torch.Tensor) else False
+        if reshaped and 2 <= x.dim() <= 4:
+            x = as_nchw(x, self.channel_dim, "ATAC")[0]  # the view forward computes on
+        return self._path4(x)
+
+    def _path4(self, x: torch.Tensor) -> str:
         if self.implementation == "reference" or self._reference_needed(x):
             return "reference"
         me = self.memory_efficient
