@@ -432,14 +432,15 @@ class Mixture(nn.Module):
     """A learned combination of base activations: ``f(x) = Σ_i w_i g_i(x)``.
 
     Source: F. Manessi, A. Rozza, "Learning Combinations of Activation Functions", ICPR 2018
-    (called "Comb" in the AReLU paper). Their two approaches constrain the weights to sum to 1
-    (affine) or also to be non-negative (convex); an unconstrained (linear) combination only
-    rescales the activation, which the next layer's weights already can.
+    (called "Comb" in the AReLU paper), who learn combinations of base activations such as the
+    identity, ReLU and tanh. A combination whose weights sum to 1 (affine) keeps the scale of its
+    bases; free (linear) weights also learn an overall scale, which the next layer's weights can
+    already absorb.
 
-    The default is the unit the AReLU comparison needs: the affine combination of identity and
-    ReLU with one free weight, ``f(x) = p·x + (1 − p)·max(0, x)``, p starting at 0 (a ReLU).
-    That is the AReLU authors' Mixture (densechen/AReLU, ``activations/mixture.py``: one
-    parameter ``p``, initialised to 0); with p in [0, 1] it is also their convex combination.
+    The default is the unit the AReLU comparison uses: the affine combination of identity and
+    ReLU with one free weight, ``f(x) = p·x + (1 − p)·max(0, x)``, p starting at 0 (a ReLU) —
+    the AReLU authors' Mixture (densechen/AReLU, ``activations/mixture.py``: one parameter
+    ``p``, initialised to 0, unconstrained). For p in [0, 1] it is the convex combination.
 
     Args:
         bases: names of the base activations g_i, at least two distinct ones from
