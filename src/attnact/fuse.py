@@ -62,6 +62,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from attnact.units.atac import ATAC
 from attnact.units.convert import _FX_PRESERVED_ATTRS
+from attnact.units.layout import as_nchw, check_channel_dim
 
 __all__ = [
     "FoldedPair",
@@ -195,8 +196,9 @@ class FusedATAC(nn.Module):
 
     ``X ⊗ σ(conv2(δ(conv1(X))))`` with biased 1×1 convolutions; with ``use_global`` the input is
     averaged over H×W before ``conv1`` (SEActivation). Accepts the inputs ATAC accepts (rank 2 to
-    4, channels in dim 1). Without autograd (``torch.no_grad`` / ``inference_mode``) the ReLU,
-    sigmoid and product run in place on the gate's own buffer, saving two allocations.
+    4, channels in dim ``channel_dim``, the unit's). Without autograd (``torch.no_grad`` /
+    ``inference_mode``) the ReLU, sigmoid and product run in place on the gate's own buffer,
+    saving two allocations.
 
     Built by :func:`fuse_for_inference` (see :meth:`from_unit`), not by the registry.
     """
@@ -210,11 +212,13 @@ class FusedATAC(nn.Module):
         use_relu: bool = True,
         use_global: bool = False,
         source: str = "ATAC",
+        channel_dim: int = 1,
     ) -> None:
         super().__init__()
         self.conv1 = conv1
         self.conv2 = conv2
         self.channels = channels
+        self.channel_dim = check_channel_dim(channel_dim)
         self.use_relu = use_relu
         self.use_global = use_global
         self.source = source
@@ -222,6 +226,11 @@ class FusedATAC(nn.Module):
     @classmethod
     def from_unit(cls, unit: ATAC) -> FusedATAC:
         """The fused form of an ATAC-like unit (which must be in eval mode)."""
+        if unit.channels is None:
+            raise ValueError(
+                f"{type(unit).__name__} has no channel count yet (a lazy unit): run one forward "
+                f"before fusing"
+            )
         return cls(
             _fold(unit.conv1, unit.bn1),
             _fold(unit.conv2, unit.bn2),
@@ -229,6 +238,7 @@ class FusedATAC(nn.Module):
             use_relu=unit.use_relu,
             use_global=unit.use_global,
             source=type(unit).__name__,
+            channel_dim=unit.channel_dim,
         ).train(unit.training)
 
     def _forward4(self, x: torch.Tensor) -> torch.Tensor:
@@ -243,15 +253,14 @@ class FusedATAC(nn.Module):
         return g.mul_(x) if g.shape == x.shape else g * x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or x.dim() > 4 or x.shape[1] != self.channels:
+        cd = getattr(self, "channel_dim", 1)  # modules pickled before channel_dim existed
+        if x.dim() < 2 or x.dim() > 4 or x.shape[cd] != self.channels:
             raise ValueError(
                 f"FusedATAC was built for inputs of rank 2 to 4 with {self.channels} channels "
-                f"(dim 1), got shape {tuple(x.shape)}"
+                f"(channel_dim={cd}), got shape {tuple(x.shape)}"
             )
-        if x.dim() == 4:
-            return self._forward4(x)
-        x4 = x.reshape(*x.shape, *([1] * (4 - x.dim())))
-        return self._forward4(x4).reshape(x.shape)
+        x4, restore = as_nchw(x, cd, "FusedATAC")
+        return restore(self._forward4(x4))
 
     def extra_repr(self) -> str:
         return (
@@ -583,6 +592,12 @@ def fuse_for_inference(model: nn.Module, *, inplace: bool = False) -> nn.Module:
             if not _is_atac_like(m):
                 report.notes.append(
                     f"`{path}` ({type(m).__name__}) overrides ATAC's forward; left alone"
+                )
+                continue
+            if m.channels is None:
+                report.notes.append(
+                    f"`{path}` ({type(m).__name__}) has no channel count yet (a lazy unit: run "
+                    f"one forward first); left alone"
                 )
                 continue
             problems = [

@@ -483,8 +483,10 @@ def test_module_instance_as_target_is_refused() -> None:
 
 
 def test_bad_match_and_leaf_modules() -> None:
+    with pytest.raises(ValueError, match="unknown activation 'reluu'"):
+        convert_activations(Plain(), "arelu", match=("reluu",))
     with pytest.raises(ValueError, match="match must"):
-        convert_activations(Plain(), "arelu", match=("relu",))
+        convert_activations(Plain(), "arelu", match=(3,))
     with pytest.raises(ValueError, match="match must"):
         convert_activations(Plain(), "arelu", match=())
     with pytest.raises(ValueError, match="leaf_modules"):

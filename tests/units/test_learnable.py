@@ -56,14 +56,16 @@ def ref_apl(module: nn.Module, x: Tensor, p: Params) -> Tensor:
 
 
 def _pau_parts(x: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """P(x) and Q(x) of the safe PAU (Molina et al., ICLR 2020, Eq. 3; the authors' python
+    reference PADEACTIVATION_F_python in ml-research/pau): Q = 1 + Σ_k |b_k| |x|^k."""
     numerator = sum(a[j] * x**j for j in range(a.numel()))
-    inner = sum(b[k - 1] * x**k for k in range(1, b.numel() + 1))
-    return numerator, inner
+    q = 1 + sum(b[k - 1].abs() * x.abs() ** k for k in range(1, b.numel() + 1))
+    return numerator, q
 
 
 def ref_pau(module: nn.Module, x: Tensor, p: Params) -> Tensor:
-    numerator, inner = _pau_parts(x, p["numerator"], p["denominator"])
-    return numerator / (1 + inner.abs())
+    numerator, q = _pau_parts(x, p["numerator"], p["denominator"])
+    return numerator / q
 
 
 def ref_slaf(module: nn.Module, x: Tensor, p: Params) -> Tensor:
@@ -83,6 +85,8 @@ def ref_mixture(module: nn.Module, x: Tensor, p: Params) -> Tensor:
     w = p["weight"]
     if module.combination == "convex":
         w = torch.exp(w) / torch.exp(w).sum()
+    elif module.combination == "affine":  # the last base takes 1 - the others' sum
+        w = torch.cat([w, (1 - w.sum()).reshape(1)])
     return sum(w[i] * _BASES[name](x) for i, name in enumerate(module.bases))
 
 
@@ -97,6 +101,8 @@ CASES: list[tuple[str, Callable[[], nn.Module], Callable[..., Tensor], tuple[int
     ("slaf", SLAF, ref_slaf, (2, 3, 4, 5)),
     ("slaf_k5", lambda: SLAF(k=5), ref_slaf, (17,)),
     ("mixture", Mixture, ref_mixture, (2, 3, 4, 5)),
+    ("mixture_affine3", lambda: Mixture(bases=("relu", "tanh", "identity")), ref_mixture, (7, 3)),
+    ("mixture_linear", lambda: Mixture(combination="linear"), ref_mixture, (2, 3, 4)),
     (
         "mixture_convex4",
         lambda: Mixture(bases=("identity", "relu", "tanh", "sigmoid"), combination="convex"),
@@ -130,7 +136,7 @@ def params_of(module: nn.Module) -> Params:
         ("apl", APL, 2),
         ("pau", PAU, 10),
         ("slaf", SLAF, 3),
-        ("mixture", Mixture, 2),
+        ("mixture", Mixture, 1),  # the AReLU authors' Mixture: one parameter p
     ],
 )
 def test_registered_with_arelu_table1_parameter_count(name: str, cls: type, count: int) -> None:
@@ -153,9 +159,10 @@ def test_registered_with_arelu_table1_parameter_count(name: str, cls: type, coun
         (APL(num_parameters=16, hinges=2), 64),
         (PAU(numerator_degree=3, denominator_degree=2), 6),
         (SLAF(k=5), 5),
-        (Mixture(bases=("identity", "relu", "tanh")), 3),
+        (Mixture(bases=("identity", "relu", "tanh")), 2),
+        (Mixture(bases=("identity", "relu", "tanh"), combination="convex"), 3),
     ],
-    ids=["prelu16", "apl16", "apl_s3", "apl16_s2", "pau32", "slaf5", "mixture3"],
+    ids=["prelu16", "apl16", "apl_s3", "apl16_s2", "pau32", "slaf5", "mixture3", "convex3"],
 )
 def test_parameter_counts_of_variants(module: nn.Module, count: int) -> None:
     assert sum(p.numel() for p in module.parameters()) == count
@@ -361,7 +368,18 @@ def test_apl_errors() -> None:
 # --------------------------------------------------------------------------------------------------
 # PAU
 
-PAU_MAX_ERROR = 0.04  # measured 0.0375, at the kink x = 0 (a rational function is smooth there)
+PAU_MAX_ERROR = 0.04  # the authors' coefficients: 0.0336 at x = 0 (a_0), on [-3, 3]
+
+# ml-research/pau, pau/cuda/python_imp/Pade.py, get_constants_for_inits("pade_optimized_leakyrelu")
+AUTHORS_NUMERATOR = (3.35583603e-02, 5.05000375e-01, 1.65343934e00, 2.01001052e00, 9.31901999e-01,
+                     1.52424124e-01)
+AUTHORS_DENOMINATOR = (3.30847488e-06, 3.98021568e00, 5.12471206e-07, 3.01830109e-01)
+
+
+def test_pau_default_init_is_the_authors_leaky_relu_fit() -> None:
+    module = PAU()
+    torch.testing.assert_close(module.numerator, torch.tensor(AUTHORS_NUMERATOR))
+    torch.testing.assert_close(module.denominator, torch.tensor(AUTHORS_DENOMINATOR))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -374,37 +392,51 @@ def test_pau_init_approximates_leaky_relu(dtype: torch.dtype) -> None:
     assert error[x.abs() > 1].max().item() < 0.02  # away from the kink it is much closer
 
 
+def test_pau_safe_denominator_differs_from_abs_of_sum_for_negative_x() -> None:
+    # The formula the issue found wrong, 1 + |Σ b_k x^k|, agrees for x > 0 only.
+    module = randomize_(PAU()).double()
+    a, b = module.numerator.detach(), module.denominator.detach()
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    inner = sum(b[k - 1] * x**k for k in range(1, 5))
+    wrong = sum(a[j] * x**j for j in range(6)) / (1 + inner.abs())
+    with torch.no_grad():
+        y = module(x)
+    assert (y - wrong)[x < -0.5].abs().max() > 1e-3
+
+
 def test_pau_relu_init_and_fit_properties() -> None:
     x = torch.linspace(-3, 3, 6001, dtype=torch.float64)
     with torch.no_grad():
         assert (PAU(init="relu").double()(x) - F.relu(x)).abs().max() < PAU_MAX_ERROR
-    a, b = pau_init_coefficients("leaky_relu", 5, 4)
-    assert len(a) == 6 and len(b) == 4
-    # Leaky ReLU is (1.01/2) x + (0.99/2)|x|: the odd part is exactly linear, so a_1 = 0.505 and
-    # the odd denominator terms vanish; this keeps A(x) >= 0, where the safe |A| changes nothing.
-    assert a[1] == pytest.approx(0.505, abs=1e-9)
-    assert abs(b[0]) < 1e-9 and abs(b[2]) < 1e-9 and b[1] > 0 and b[3] > 0
-    assert pau_init_coefficients("leaky_relu", 5, 4) is pau_init_coefficients("leaky_relu", 5, 4)
+        # other degrees are fitted here, to the safe form
+        err = (PAU(3, 2).double()(x) - F.leaky_relu(x, 0.01)).abs().max()
+    assert err < 0.15
+    a, b = pau_init_coefficients("relu", 5, 4)
+    assert len(a) == 6 and len(b) == 4 and all(v >= 0 for v in b)
+    assert pau_init_coefficients("relu", 5, 4) is pau_init_coefficients("relu", 5, 4)
 
 
 def test_pau_gradients_match_analytic_derivatives() -> None:
     module = randomize_(PAU()).double()
+    with torch.no_grad():  # mixed signs, so that sign(b_k) matters
+        module.denominator.copy_(torch.tensor([-0.4, 1.5, -0.3, 0.2], dtype=torch.float64))
     a, b = module.numerator.detach(), module.denominator.detach()
     x = torch.randn(500, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(500, dtype=torch.float64)
     module(x).backward(upstream)
 
     xd = x.detach()
-    numerator, inner = _pau_parts(xd, a, b)
-    q = 1 + inner.abs()
-    sign = torch.sign(inner)
-    # dF/da_j = x^j / Q ;  dF/db_k = -sign(A) x^k P / Q^2
+    numerator, q = _pau_parts(xd, a, b)
+    # dF/da_j = x^j / Q ;  dF/db_k = -sign(b_k) |x|^k P / Q^2
     grad_a = torch.stack([(upstream * xd**j / q).sum() for j in range(6)])
-    grad_b = torch.stack([(-upstream * sign * xd**k * numerator / q**2).sum() for k in range(1, 5)])
-    # dF/dx = P'(x) / Q - sign(A) A'(x) P / Q^2
+    grad_b = torch.stack(
+        [(-upstream * torch.sign(b[k - 1]) * xd.abs() ** k * numerator / q**2).sum()
+         for k in range(1, 5)]
+    )
+    # dF/dx = P'(x) / Q - sign(x) Σ k |b_k| |x|^(k-1) P / Q^2
     dp = sum(j * a[j] * xd ** (j - 1) for j in range(1, 6))
-    da = sum(k * b[k - 1] * xd ** (k - 1) for k in range(1, 5))
-    grad_x = upstream * (dp / q - sign * da * numerator / q**2)
+    dq = torch.sign(xd) * sum(k * b[k - 1].abs() * xd.abs() ** (k - 1) for k in range(1, 5))
+    grad_x = upstream * (dp / q - dq * numerator / q**2)
 
     torch.testing.assert_close(module.numerator.grad, grad_a, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(module.denominator.grad, grad_b, rtol=1e-10, atol=1e-10)
@@ -463,10 +495,27 @@ def test_slaf_rejects_k_below_3(bad) -> None:
 # Mixture
 
 
-def test_mixture_starts_as_relu() -> None:
+def authors_mixture(x: Tensor, p: Tensor) -> Tensor:
+    """densechen/AReLU, activations/mixture.py: p·x + (1 − p)·relu(x), p a (1,) parameter."""
+    return p * x + (1 - p) * torch.clamp(x, min=0)
+
+
+def test_mixture_is_the_authors_one_parameter_unit() -> None:
+    module = Mixture()
+    assert [n for n, _ in module.named_parameters()] == ["weight"]
+    torch.testing.assert_close(module.weight, torch.tensor([0.0]))  # the authors' init: a ReLU
     x = torch.randn(4, 5, 6)
-    assert torch.equal(Mixture()(x), F.relu(x))
-    torch.testing.assert_close(Mixture().weight, torch.tensor([0.0, 1.0]))
+    assert torch.equal(module(x), F.relu(x))
+    with torch.no_grad():
+        module.weight.fill_(0.3)
+    p = torch.tensor([0.3], requires_grad=True)
+    xx = x.clone().requires_grad_()
+    y = module(xx)
+    y.backward(torch.ones_like(y))
+    want = authors_mixture(x, p)
+    want.backward(torch.ones_like(want))
+    torch.testing.assert_close(y, want)
+    torch.testing.assert_close(module.weight.grad, p.grad)
 
 
 def test_mixture_convex_weights_are_a_distribution() -> None:
@@ -479,11 +528,19 @@ def test_mixture_convex_weights_are_a_distribution() -> None:
     )
 
 
+def test_mixture_affine_weights_sum_to_one() -> None:
+    module = randomize_(Mixture(bases=("identity", "relu", "tanh")))
+    assert module.weight.shape == (2,)
+    assert module.mixing_weights().sum().item() == pytest.approx(1.0)
+
+
 def test_mixture_without_relu_starts_uniform() -> None:
-    module = Mixture(bases=("identity", "tanh"))
+    module = Mixture(bases=("identity", "tanh"), combination="linear")
     torch.testing.assert_close(module.weight, torch.tensor([0.5, 0.5]))
-    custom = Mixture(bases=("identity", "tanh"), init=[0.2, 0.8])
-    torch.testing.assert_close(custom.weight, torch.tensor([0.2, 0.8]))
+    torch.testing.assert_close(Mixture(bases=("identity", "tanh")).mixing_weights(),
+                               torch.tensor([0.5, 0.5]))
+    custom = Mixture(bases=("identity", "tanh"), init=[0.2])
+    torch.testing.assert_close(custom.mixing_weights(), torch.tensor([0.2, 0.8]))
 
 
 @pytest.mark.parametrize(
@@ -493,8 +550,9 @@ def test_mixture_without_relu_starts_uniform() -> None:
         ({"bases": ("relu",)}, "bases must name at least two distinct activations"),
         ({"bases": ("relu", "relu")}, "bases must name at least two distinct activations"),
         ({"bases": "relu"}, "bases must be a sequence of names"),
-        ({"combination": "affine"}, "combination must be one of 'linear', 'convex'"),
-        ({"init": [1.0]}, r"init must have one value per base \(2\), got 1"),
+        ({"combination": "sum"}, "combination must be one of 'affine', 'convex', 'linear'"),
+        ({"init": [1.0, 0.0]}, r"init must have one value per base but the last \(1 for 2"),
+        ({"init": [1.0], "combination": "linear"}, r"init must have one value per base \(2"),
     ],
 )
 def test_mixture_errors(kwargs: dict, match: str) -> None:

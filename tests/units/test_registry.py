@@ -83,9 +83,13 @@ def test_channels_only_reach_units_that_need_them():
     assert "relu" not in needing and "prelu" not in needing
 
 
-def test_missing_channels_names_the_units_that_need_them():
-    with pytest.raises(ValueError, match=r"'atac' needs the channel count.*se_activation.*xunit"):
-        create_act_layer("atac")
+@pytest.mark.parametrize("name", ["atac", "se_activation", "xunit", "elsa_atac"])
+def test_missing_channels_builds_a_lazy_unit(name):
+    m = create_act_layer(name, inplace=True)  # what act_layer(inplace=True) slots call
+    assert m.has_uninitialized_params() if hasattr(m, "has_uninitialized_params") else True
+    x = torch.randn(2, 6, 4, 4)
+    assert m(x).shape == x.shape
+    assert all(not isinstance(p, torch.nn.parameter.UninitializedParameter) for p in m.parameters())
 
 
 def test_unknown_name_lists_close_matches():

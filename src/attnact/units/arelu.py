@@ -10,8 +10,14 @@ AReLU adds it to ReLU:
     F(x, α, β) = R(x) + L(x, α, β) = C(α)·x  for x < 0,   (1 + σ(β))·x  for x ≥ 0      Eq. (7)
 
 Gradients (Sec. 3.4): ∂F/∂α = Σ_{x<0} x while 0.01 ≤ α ≤ 0.99 and 0 outside (the clamp detaches
-it), ∂F/∂β = Σ_{x≥0} σ(β)(1−σ(β))·x, ∂F/∂x = C(α) for x < 0 and 1 + σ(β) for x ≥ 0 (Eq. (11)
+it), ∂F/∂β = Σ_{x≥0} σ(β)(1−σ(β))·x, ∂F/∂x = C(α) for x < 0 and 1 + σ(β) for x > 0 (Eq. (11)
 prints α where C(α) is meant). Autograd of the composition below gives exactly these.
+
+At exactly x = 0 (zero padding, inputs fed by a ReLU) F is not differentiable; attnact takes
+F = R + L term by term, with torch's ReLU convention R'(0) = 0 and Eq. (5)'s branch for
+L (x = 0 belongs to x ≥ 0, so L'(0) = σ(β)): ∂F/∂x(0) = σ(β), for AReLU and ELSA("relu")
+alike, on every path. (The authors' AReLU code, relu(x)·(1+σ(β)) − relu(−x)·C(α), gives 0
+there; Eq. (11) read literally gives 1 + σ(β). Neither agrees with ELSA("relu") = relu + L.)
 
 ELSA as a plug-in (Sec. 4.6): F(x) = A(x) + L(x, α, β) for any activation A. The authors'
 published ELSA code multiplies by the raw α and β; we follow the paper (C(α), σ(β)).
@@ -57,6 +63,7 @@ from attnact.units.arelu_function import (
     AReLUFunction,
     ELSAFunction,
 )
+from attnact.units.inputs import check_float_input
 from attnact.units.registry import (
     _REGISTRY,
     create_act_layer,
@@ -90,12 +97,13 @@ def elsa_gate(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch
 def arelu_reference(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """F(x, α, β) of Eq. (7) as one multiply by a sign-selected slope (the reference composition).
 
-    Equal to ``relu(x) + elsa_gate(x, alpha, beta)``; folding R into the positive slope saves a
-    pass over memory.
+    Equal to ``relu(x) + elsa_gate(x, alpha, beta)``, also in ∂/∂x at x = 0, where the slope is
+    R'(0) + σ(β) = σ(β) (module docstring); folding R into the slope saves passes over memory.
     """
+    sig = torch.sigmoid(beta).to(x.dtype)
     neg = alpha.clamp(*ALPHA_RANGE).to(x.dtype)
-    pos = (1.0 + torch.sigmoid(beta)).to(x.dtype)
-    return x * torch.where(x >= 0, pos, neg)
+    slope = torch.where(x > 0, 1.0 + sig, torch.where(x < 0, neg, sig))
+    return x * slope
 
 
 def elsa_reference(
@@ -138,8 +146,9 @@ def arelu(
     """F(x, α, β) of Eq. (7), by :class:`AReLUFunction` or the reference (module docstring).
 
     ``inplace=True`` writes the result into x where the Function runs; the reference ignores it
-    (use the return value either way).
+    (use the return value either way). Integer and bool inputs raise ``TypeError``.
     """
+    check_float_input(x, "AReLU")
     if implementation == "function" or (
         implementation == "auto" and _function_fits(x, alpha, beta)
     ):
@@ -180,8 +189,10 @@ def elsa(
     ``inplace=True`` writes into x only when no gradient is needed: with autograd recording, the
     Function saves x, so the result must go elsewhere. (``ELSA("relu")`` does not switch to
     AReLU's closed form, which saves y and works in place: at x = 0 torch's ReLU has slope 0, so
-    the two differ in ∂/∂x there; use :class:`AReLU` for the closed form.)
+    the convention at x = 0 (module docstring) makes the two agree there too; use :class:`AReLU`
+    for the closed form.) Integer and bool inputs raise ``TypeError``.
     """
+    check_float_input(x, "ELSA")
     check_choice("implementation", implementation, IMPLEMENTATIONS)
     if implementation == "reference":
         return elsa_reference(x, alpha, beta, activation)
@@ -266,7 +277,8 @@ class ELSA(nn.Module):
         implementation: ``"auto"``, ``"function"`` or ``"reference"`` (module docstring).
         **act_kwargs: forwarded to the activation's constructor.
 
-    ``ELSA("relu")`` computes exactly AReLU. For an activation that changes the channel count
+    ``ELSA("relu")`` computes exactly AReLU, values and gradients, also at x = 0 (module
+    docstring). For an activation that changes the channel count
     (Maxout), each output equals one selected input element, so L is applied to that selected
     element: F(x) = A(x) + L(A(x)); that case always runs the reference composition.
     A module instance given as ``activation`` must not work in place: ELSA reads x after it.
@@ -311,8 +323,15 @@ class ELSA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._gate_after:
+            check_float_input(x, "ELSA")
             y = self.activation(x)
             return y + elsa_gate(y, self.alpha, self.beta)
+        if hasattr(self.activation, "_initialize_hook"):
+            # a lazy unit (ATAC() without a width) not yet run: the Function would be handed its
+            # uninitialized parameters, so this first call runs the composition, which calls the
+            # unit and lets it materialise
+            check_float_input(x, "ELSA")
+            return elsa_reference(x, self.alpha, self.beta, self.activation)
         return elsa(x, self.alpha, self.beta, self.activation, self.inplace, self.implementation)
 
     def extra_repr(self) -> str:

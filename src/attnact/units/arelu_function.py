@@ -15,8 +15,10 @@ parameters), which are not activation-sized.
 
 Gradients are those of the reference (Eqs. 9-11 of the AReLU paper): ∂/∂α = Σ_{x<0} g·x while α
 lies in [0.01, 0.99] (the clamp passes gradient at both end points, as ``torch.clamp`` does) and 0
-outside; ∂/∂β = Σ_{x≥0} g·x·σ(β)(1 − σ(β)); ∂/∂x the slope of x's branch; x = 0 takes the x ≥ 0
-branch. Backward is written in differentiable torch ops, so double backward works.
+outside; ∂/∂β = Σ_{x≥0} g·x·σ(β)(1 − σ(β)); ∂/∂x the slope of x's branch. At x = 0 (±0) ∂/∂x is
+σ(β) for both: R'(0) = 0 as torch's ReLU, plus L'(0) = σ(β), x = 0 being in Eq. (5)'s x ≥ 0
+branch (:mod:`attnact.units.arelu`); AReLU tells x = 0 from y = +0, which only x = ±0 gives.
+Backward is written in differentiable torch ops, so double backward works.
 
 The element-wise work runs in :class:`~attnact.units.fused.FusedKernel`s: one forward kernel and
 one backward kernel (with the two reductions) per unit, compiled on first use where
@@ -81,7 +83,17 @@ def _arelu_backward(
     neg = alpha.clamp(_LO, _HI).to(y.dtype)
     pos = (1.0 + sig).to(y.dtype)
     below = condition(_sign_bit_set(y), y.dtype)  # x < 0, recovered from y (_arelu_forward)
-    grad_x = grad * select(below, neg, pos)  # Eq. (11) with C(α)
+    # Eq. (11) with C(α); at x = ±0 (y = +0, nothing else maps there) R'(0) + σ(β) = σ(β).
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        grad_x = grad * select(below, neg, select(y == 0, sig.to(y.dtype), pos))
+    else:
+        # Eagerly each selection is a pass over memory, and exact zeros are rare after a conv or
+        # BN: one comparison, and the correction only where zeros exist.
+        grad_x = grad * select(below, neg, pos)
+        zero = y == 0
+        if zero.any():
+            zero &= ~torch.signbit(y)  # −0 is an underflowed negative x: the x < 0 branch
+            grad_x = torch.where(zero, grad * sig.to(y.dtype), grad_x)
     gy = grad * y
     # y = C(α)·x below zero and (1 + σ(β))·x above, so Σ g·x = Σ g·y / slope: one division per
     # parameter instead of recovering x element by element.

@@ -51,6 +51,7 @@ backward treats the batch statistics as constants and refuses to be differentiat
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 
@@ -60,6 +61,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from attnact._checks import check_choice, check_positive_int
 from attnact.units.atac_function import ATACFunction, BNConfig
+from attnact.units.inputs import check_float_input
+from attnact.units.layout import LazyChannels, as_nchw, check_channel_dim
 from attnact.units.registry import register_activation
 
 __all__ = [
@@ -208,42 +211,55 @@ def _bn_call(bn: nn.BatchNorm2d) -> tuple[BNConfig, torch.Tensor | None, torch.T
     learnable=True,
     elementwise=False,
 )
-class ATAC(nn.Module):
+class ATAC(LazyChannels, nn.Module):
     """Attentional activation unit (ATAC), Eq. (4)-(5) of the ATAC paper.
 
     Args:
-        channels: number of input channels C (dim 1 of the input).
+        channels: number of input channels C; ``None`` (the default): inferred at the first
+            forward from dim ``channel_dim`` (a PyTorch lazy module, :mod:`attnact.units.layout`),
+            so ``act_layer=attnact.ATAC`` fits timm/torchvision-style slots.
         r: channel reduction ratio; the bottleneck has C // r channels (paper: r = 2).
         use_relu: keep the ReLU δ between the two point-wise convolutions (ablation switch).
         use_global: global-average-pool the input before PWConv₁, so one gate per channel is
-            broadcast over H×W. This is the SEActivation unit of the paper's Fig. 3.
+            broadcast over all positions. This is the SEActivation unit of the paper's Fig. 3.
         inplace: accepted for ``act_layer=`` compatibility; ignored (the input is needed twice).
         memory_efficient: ``True``: save only the input for backward and recompute the gate
             there; ``False``: the fast path; ``None`` (default): follow the global switch
             (:func:`set_memory_efficient`, read at every forward).
         implementation: ``"auto"``, ``"function"`` or ``"reference"`` (module docstring).
+        channel_dim: 1 (default; (N, C), (N, C, L), (N, C, H, W)) or -1 ((N, C), token
+            sequences (N, L, C), channels-last maps (N, H, W, C)).
+
+    Layouts (:mod:`attnact.units.layout`): the point-wise convolutions act on every position
+    alike — on tokens they are per-token linear maps over C, so no token's output depends on
+    another token's value (in eval; in training BatchNorm's batch statistics couple the batch,
+    over N·L values per channel, as over N·H·W on maps) — and the unit runs at any sequence
+    length or image size. With ``use_global`` the context is the mean over all positions of one
+    sample (the L tokens of a sequence, padding included; for (N, C) features the value itself).
 
     The state_dict keys ``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*`` are part of the
-    public API. Inputs may be (N, C), (N, C, L) or (N, C, H, W); point-wise convolutions act on
-    every position alike, so lower-rank inputs are viewed as N×C×1×1 or N×C×L×1.
+    public API. Integer and bool inputs raise ``TypeError``.
     """
 
     # class-level defaults keep modules pickled before these attributes existed loadable
     memory_efficient: bool | None = None
     implementation: str = "auto"
+    channel_dim: int = 1
 
     def __init__(
         self,
-        channels: int,
+        channels: int | None = None,
         r: int | float = 2,
         use_relu: bool = True,
         use_global: bool = False,
         inplace: bool = False,
         memory_efficient: bool | None = None,
         implementation: str = "auto",
+        channel_dim: int = 1,
     ) -> None:
         super().__init__()
-        check_positive_int("channels", channels)
+        if channels is not None:
+            check_positive_int("channels", channels)
         check_choice("implementation", implementation, IMPLEMENTATIONS)
         _check_switch("memory_efficient", memory_efficient)
         if memory_efficient and implementation == "reference":
@@ -251,25 +267,33 @@ class ATAC(nn.Module):
                 "memory_efficient=True needs implementation 'auto' or 'function', "
                 "got implementation='reference'"
             )
-        if r <= 0:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0:
             raise ValueError(f"r (the reduction ratio) must be positive, got {r!r}")
-        inter = int(channels // r)
-        if inter < 1:
-            raise ValueError(
-                f"channels // r must be at least 1, got channels={channels}, r={r} "
-                f"(use r <= {channels})"
-            )
-        self.channels = channels
         self.r = r
-        self.inter_channels = inter
         self.use_relu = use_relu
         self.use_global = use_global
         self.memory_efficient = memory_efficient
         self.implementation = implementation
+        self.channel_dim = check_channel_dim(channel_dim)
+        self._init_channels(channels, placeholder=max(1, math.ceil(r)))
+
+    def _build(self, channels: int) -> None:
+        inter = int(channels // self.r)
+        if inter < 1:
+            raise ValueError(
+                f"channels // r must be at least 1, got channels={channels}, r={self.r} "
+                f"(use r <= {channels})"
+            )
+        self.channels = channels
+        self.inter_channels = inter
         self.conv1 = nn.Conv2d(channels, inter, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(inter)
         self.conv2 = nn.Conv2d(inter, channels, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
+
+    def _state_channels(self, state_dict: dict, prefix: str) -> int | None:
+        w = state_dict.get(prefix + "conv1.weight")
+        return None if w is None else int(w.shape[1])
 
     def gate(self, x4: torch.Tensor) -> torch.Tensor:
         """The attention map L(X) of Eq. (4) for a 4-D input (N×C×1×1 with ``use_global``)."""
@@ -280,20 +304,20 @@ class ATAC(nn.Module):
         return torch.sigmoid(self.bn2(self.conv2(z)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or x.shape[1] != self.channels:
+        check_float_input(x, "ATAC")
+        cd = self.channel_dim
+        if x.dim() < 2 or x.shape[cd] != self.channels:
             shape = tuple(x.shape)
             raise ValueError(
-                f"ATAC was built for {self.channels} channels (dim 1), got input of shape {shape}"
+                f"ATAC was built for {self.channels} channels (channel_dim={cd}), got input of "
+                f"shape {shape}; build it with channel_dim=-1 for (N, L, C) tokens or "
+                f"(N, H, W, C) maps, channel_dim=1 for (N, C, ...)"
             )
-        if x.dim() == 4:
-            return self._forward4(x)
-        if x.dim() > 4:
-            raise ValueError(f"ATAC takes inputs of rank 2 to 4, got shape {tuple(x.shape)}")
-        x4 = x.reshape(*x.shape, *([1] * (4 - x.dim())))
-        return self._forward4(x4).reshape(x.shape)
+        x4, restore = as_nchw(x, cd, "ATAC")
+        return restore(self._forward4(x4))
 
     def _forward4(self, x4: torch.Tensor) -> torch.Tensor:
-        path = self.path_for(x4)
+        path = self._path4(x4)
         if path == "reference":
             return self.gate(x4) * x4
         bn1, rm1, rv1 = _bn_call(self.bn1)
@@ -312,6 +336,12 @@ class ATAC(nn.Module):
     def path_for(self, x: torch.Tensor) -> str:
         """``"fast"``, ``"memory_efficient"`` or ``"reference"``: the path ``forward(x)`` takes now
         (it depends on the module's settings and modes, the global switch and the input)."""
+        reshaped = x.dim() != 4 or self.channel_dim != 1 if isinstance(x, torch.Tensor) else False
+        if reshaped and 2 <= x.dim() <= 4:
+            x = as_nchw(x, self.channel_dim, "ATAC")[0]  # the view forward computes on
+        return self._path4(x)
+
+    def _path4(self, x: torch.Tensor) -> str:
         if self.implementation == "reference" or self._reference_needed(x):
             return "reference"
         me = self.memory_efficient
@@ -352,6 +382,8 @@ class ATAC(nn.Module):
             f"channels={self.channels}, r={self.r}, use_relu={self.use_relu}, "
             f"use_global={self.use_global}"
         )
+        if self.channel_dim != 1:
+            s += f", channel_dim={self.channel_dim}"
         if self.memory_efficient is not None:
             s += f", memory_efficient={self.memory_efficient}"
         if self.implementation != "auto":
@@ -368,11 +400,18 @@ class ATAC(nn.Module):
     elementwise=False,
 )
 def SEActivation(
-    channels: int, r: int | float = 2, use_relu: bool = True, inplace: bool = False
+    channels: int | None = None,
+    r: int | float = 2,
+    use_relu: bool = True,
+    inplace: bool = False,
+    channel_dim: int = 1,
 ) -> ATAC:
     """SEActivation (ATAC paper, Fig. 3): ATAC with global average pooling before PWConv₁.
 
-    Same parameters as ATAC, but one gate per channel shared over the whole feature map, i.e.
-    global rather than local context; the paper's Table III shows this loses badly.
+    Same parameters as ATAC (``channels=None``: lazy), but one gate per channel and sample
+    shared over all positions, i.e. global rather than local context; the paper's Table III
+    shows this loses badly. The global context is the mean over H×W of a map, over the L tokens
+    of a (N, L, C) sequence (padding tokens included), and the value itself for (N, C).
     """
-    return ATAC(channels, r=r, use_relu=use_relu, use_global=True, inplace=inplace)
+    return ATAC(channels, r=r, use_relu=use_relu, use_global=True, inplace=inplace,
+                channel_dim=channel_dim)

@@ -1,8 +1,9 @@
 """Fixed (non-learnable) activations compared in both papers, registered under canonical names.
 
 torch.nn already implements these exactly; where its module does not take ``inplace`` we add a
-thin subclass that accepts and ignores it, so every unit fits an ``act_layer=`` slot. Defaults are
-those of each function's original paper (noted per registration).
+thin subclass that accepts and ignores it, so every unit fits an ``act_layer=`` slot, and that
+refuses integer and bool inputs as every attnact unit does (:mod:`attnact.units.inputs`).
+Defaults are those of each function's original paper (noted per registration).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnact.units.inputs import check_float_input
 from attnact.units.registry import register_activation
 
 __all__ = ["GELU", "Sigmoid", "Softplus", "Swish", "Tanh"]
@@ -69,6 +71,10 @@ class GELU(nn.GELU):
     def __init__(self, approximate: str = "none", inplace: bool = False) -> None:
         super().__init__(approximate=approximate)
 
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        check_float_input(input, "GELU")
+        return super().forward(input)
+
 
 register_activation(
     "gelu_tanh",
@@ -87,6 +93,10 @@ class Softplus(nn.Softplus):
     def __init__(self, beta: float = 1.0, threshold: float = 20.0, inplace: bool = False) -> None:
         super().__init__(beta=beta, threshold=threshold)
 
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        check_float_input(input, "Softplus")
+        return super().forward(input)
+
 
 @register_activation("sigmoid", formula="1 / (1 + exp(-x))", source="classical (logistic)")
 class Sigmoid(nn.Sigmoid):
@@ -95,6 +105,10 @@ class Sigmoid(nn.Sigmoid):
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
 
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        check_float_input(input, "Sigmoid")
+        return super().forward(input)
+
 
 @register_activation("tanh", formula="tanh(x)", source="classical")
 class Tanh(nn.Tanh):
@@ -102,6 +116,10 @@ class Tanh(nn.Tanh):
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        check_float_input(input, "Tanh")
+        return super().forward(input)
 
 
 @register_activation(
@@ -125,6 +143,7 @@ class Swish(nn.Module):
         self._is_silu = (not learnable) and float(beta) == 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_float_input(x, "Swish")
         if self._is_silu:
             return F.silu(x)
         return x * torch.sigmoid(self.beta.to(x.dtype) * x)

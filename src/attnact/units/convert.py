@@ -3,9 +3,18 @@
 :func:`convert_activations` finds every *call site* of an activation (an ``nn.ReLU`` module, and
 the functional forms ``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``, ``x.relu_()`` ...) and puts a
 fresh unit at each one, built by :func:`~attnact.units.registry.create_act_layer` with that site's
-channel count. Replacing a *fraction* of the sites from the last one towards the first is the
-protocol of Fig. 6 of Dai et al., "Attention as Activation" (ICPR 2020), which shows the gain
-growing as the network becomes "fully attentional".
+channel count and channel axis. Replacing a *fraction* of the sites from the last one towards the
+first is the protocol of Fig. 6 of Dai et al., "Attention as Activation" (ICPR 2020), which shows
+the gain growing as the network becomes "fully attentional".
+
+Channel axis: a unit that needs a channel count (ATAC, SEActivation, xUnit) must know which axis
+holds the channels — dim 1 of a CNN's (N, C, H, W) map, the last dim of a transformer's
+(N, L, C) tokens or of ConvNeXt's (N, H, W, C) maps. Taking dim 1 everywhere would size ATAC by
+the sequence length or the image height: it would mix tokens and fail at any other length. So
+each site's axis is read off the layer producing its input (Conv/BatchNorm/GroupNorm: 1;
+Linear/LayerNorm: −1, through channel-preserving ops and element-wise sums), else off the first
+such layer reading its output, else off its rank (2: both agree; 4: 1); anything else is refused
+for those units unless ``channel_dim=`` says it. The report lists each site's axis and source.
 
 How the result is built:
 
@@ -73,11 +82,17 @@ class ReplacedSite:
 
     Attributes:
         site: qualified name of the new unit in the converted model (its state_dict prefix).
-        channels: the site's channel count (dim 1 of its input), ``None`` if unknown.
+        channels: the site's channel count (dim ``channel_dim`` of its input), ``None`` if
+            unknown.
         params_added: number of parameters of the new unit (ATAC: 2C²/r + 2C/r + 2C).
         index: position of the site in execution order among all matched call sites.
         original: what was called there, e.g. ``"layer1.0.relu (ReLU), call 2 of 3"``.
         unit: class name of the new unit.
+        channel_dim: the site's channel axis, 1 (channels first: (N, C, ...)) or -1 (channels
+            last: (N, L, C) tokens, (N, H, W, C) maps); ``None`` if unknown (element-wise units
+            do not need it).
+        axis_source: how the axis was found: the producing layer (``"Linear fc1"``), ``"rank 2"``
+            (both axes agree), ``"assumed (rank-4 map)"``, or ``"channel_dim argument"``.
     """
 
     site: str
@@ -86,6 +101,8 @@ class ReplacedSite:
     index: int
     original: str
     unit: str
+    channel_dim: int | None = None
+    axis_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,13 +155,15 @@ class ConversionReport:
             f"(fraction={self.fraction}, order={self.order!r}, method={self.method!r}); "
             f"+{self.params_added} parameters, -{self.params_removed}.",
             "",
-            "| # | site | original | unit | channels | params added |",
-            "|---|------|----------|------|---------:|-------------:|",
+            "| # | site | original | unit | channels | axis | params added |",
+            "|---|------|----------|------|---------:|------|-------------:|",
         ]
         for s in self.replaced:
             ch = "?" if s.channels is None else str(s.channels)
+            axis = "?" if s.channel_dim is None else f"{s.channel_dim} ({s.axis_source})"
             lines.append(
-                f"| {s.index} | `{s.site}` | {s.original} | {s.unit} | {ch} | {s.params_added} |"
+                f"| {s.index} | `{s.site}` | {s.original} | {s.unit} | {ch} | {axis} | "
+                f"{s.params_added} |"
             )
         if self.skipped:
             lines += ["", "| # | skipped | reason |", "|---|---------|--------|"]
@@ -194,14 +213,29 @@ class _Matcher:
     methods: frozenset[str]
 
 
+def _class_for_name(name: str) -> type[nn.Module]:
+    """The module class a registered name stands for when matching: the torch.nn class that
+    attnact's registered class extends (``"gelu"`` → ``nn.GELU``, so ``nn.GELU`` modules and
+    ``F.gelu`` calls match), else the registered class itself."""
+    factory = activation_spec(name).factory  # the registry's ValueError for unknown names
+    if not isinstance(factory, type):
+        raise ValueError(f"match={name!r} names a unit built by a function, not a class")
+    return next((c for c in factory.__mro__ if c in _FUNCTIONAL), factory)
+
+
 def _build_matcher(match: Any) -> _Matcher:
-    items = tuple(match) if isinstance(match, (tuple, list, set, frozenset)) else (match,)
+    if isinstance(match, (str, type)) or callable(match):
+        items: tuple[Any, ...] = (match,)
+    else:
+        items = tuple(match) if isinstance(match, (tuple, list, set, frozenset)) else (match,)
     if not items:
         raise ValueError("match must name at least one activation class, e.g. (nn.ReLU,)")
     modules: list[type[nn.Module]] = []
     functions: set[Callable[..., Any]] = set()
     methods: set[str] = set()
     for item in items:
+        if isinstance(item, str):
+            item = _class_for_name(item)
         if isinstance(item, type) and issubclass(item, nn.Module):
             modules.append(item)
             fns, meths = _FUNCTIONAL.get(item, (set(), set()))
@@ -211,8 +245,8 @@ def _build_matcher(match: Any) -> _Matcher:
             functions.add(item)  # a function such as F.gelu: match its call_function nodes
         else:
             raise ValueError(
-                f"match must hold nn.Module classes or functions, got {item!r} "
-                f"(e.g. match=(nn.ReLU, nn.GELU) or match=(F.relu,))"
+                f"match must hold registered names, nn.Module classes or functions, got {item!r} "
+                f"(e.g. match=(nn.ReLU, nn.GELU), match=('relu', 'gelu') or match=(F.relu,))"
             )
     return _Matcher(tuple(modules), frozenset(functions), frozenset(methods))
 
@@ -226,6 +260,15 @@ def _build_matcher(match: Any) -> _Matcher:
 class _Target:
     label: str
     needs_channels: bool
+    takes_channel_dim: bool = False
+
+
+def _takes_channel_dim(factory: Any) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "channel_dim" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _describe_target(to: Any) -> _Target:
@@ -249,7 +292,7 @@ def _describe_target(to: Any) -> _Target:
                 f"in place (the next layer expects the same channels); pick a unit with "
                 f"changes_channels=False"
             )
-        return _Target(spec.name, spec.needs_channels)
+        return _Target(spec.name, spec.needs_channels, spec.needs_channels)
     if isinstance(to, type):
         if not issubclass(to, nn.Module):
             raise ValueError(f"to must be a registered name, an nn.Module class or a factory, "
@@ -258,7 +301,7 @@ def _describe_target(to: Any) -> _Target:
             needs = "channels" in inspect.signature(to).parameters
         except (TypeError, ValueError):
             needs = False
-        return _Target(to.__name__, needs)
+        return _Target(to.__name__, needs, needs and _takes_channel_dim(to))
     if callable(to):
         return _Target(getattr(to, "__name__", repr(to)), False)
     raise ValueError(
@@ -312,7 +355,15 @@ class _Site:
     fname: str = ""
     inplace: bool = False
     channels: int | None = None
+    channel_dim: int | None = None
+    axis_source: str = ""
+    shape: Any = None  # the input's shape, where example_input gave it
     name: str = ""  # where the new unit goes
+
+
+def _is_uninitialized(m: nn.Module) -> bool:
+    """A lazy module (torch's or attnact's) whose parameters await their first forward."""
+    return isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
 
 
 def _is_attnact_unit(m: nn.Module) -> bool:
@@ -475,8 +526,24 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
-def _channels_of(shape: Any) -> int | None:
-    return int(shape[1]) if shape is not None and len(shape) >= 2 else None
+def _channels_of(shape: Any, axis: int | None = 1) -> int | None:
+    if shape is None or len(shape) < 2 or axis is None:
+        return None
+    return int(shape[axis])
+
+
+def _settle_axis(site: _Site, shape: Any) -> None:
+    """Fix a site's axis from its input's shape where the producer did not tell: rank 2 has one
+    channel axis either way; a rank-4 map is taken as channels first (the layout of every
+    torch.nn 2-D layer); other ranks stay unknown (a rank-3 tensor may be (N, C, L) or
+    (N, L, C)), which conversion to a channel unit refuses."""
+    site.shape = shape
+    if site.channel_dim is None and shape is not None:
+        if len(shape) == 2:
+            site.channel_dim, site.axis_source = 1, "rank 2"
+        elif len(shape) == 4:
+            site.channel_dim, site.axis_source = 1, "assumed (rank-4 map)"
+    site.channels = _channels_of(shape, site.channel_dim)
 
 
 def _propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...], sites: list[_Site]) -> None:
@@ -490,20 +557,83 @@ def _propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...], sites: list[_Si
             ) from exc
     for s in sites:
         meta = s.node.meta.get("tensor_meta") if s.node is not None else None
-        s.channels = _channels_of(getattr(meta, "shape", None))
+        _settle_axis(s, getattr(meta, "shape", None))
 
 
 def _sites_from_hooks(
     model: nn.Module, candidates: dict[str, nn.Module], args: tuple[Any, ...]
 ) -> list[_Site]:
-    """Call sites of matched modules in execution order, found by running ``example_input``."""
-    calls: list[tuple[str, Any]] = []
-    handles = [
-        m.register_forward_hook(
-            lambda _m, _i, out, path=path: calls.append((path, getattr(out, "shape", None)))
-        )
-        for path, m in candidates.items()
-    ]
+    """Call sites of matched modules in execution order, found by running ``example_input``;
+    each site's channel axis from the module that produced its input (tracked by tensor
+    identity through the forward hooks of every module), else from the first layer with a known
+    axis that reads its output."""
+    calls: list[tuple[str, Any, tuple[int | None, str]]] = []
+    produced: dict[int, tuple[torch.Tensor, tuple[int | None, str]]] = {}
+    # (output shape, axis, source) of every layer with a known axis, in call order, and where
+    # each module's call started in that list: a container (LeViT's Linear + BatchNorm1d block
+    # that reshapes the BN output) inherits the axis of the last such layer it ran, when the
+    # width matches (below).
+    events: list[tuple[tuple[int, ...], int, str]] = []
+    starts: list[int] = []
+    modules = dict(model.named_modules())
+
+    def layout_of(t: Any) -> tuple[int | None, str]:
+        hit = produced.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return hit[1] if hit is not None and hit[0] is t else (None, "")
+
+    def inherited(out: torch.Tensor, since: int, path: str) -> tuple[int | None, str]:
+        if len(events) <= since or out.dim() < 2:
+            return None, ""
+        shape, axis, source = events[-1]
+        width = shape[axis]
+        last = axis == -1 or len(shape) == 2  # the layer's channels are its last dim
+        if last and out.shape[-1] == width:
+            return -1, f"{source} via {path}"
+        if not last and len(shape) == out.dim() and out.shape[1] == width:
+            return 1, f"{source} via {path}"
+        return None, ""
+
+    # Sites whose input no known layer produced, by id of their output: the first layer with a
+    # known axis that reads that output tells the axis instead (LeViT's attention output goes
+    # through Hardswish into a Linear projection).
+    pending: dict[int, tuple[torch.Tensor, int]] = {}
+
+    def start(m: nn.Module, inputs: tuple[Any, ...]) -> None:
+        starts.append(len(events))
+        t = inputs[0] if inputs else None
+        hit = pending.get(id(t)) if isinstance(t, torch.Tensor) else None
+        axis = _module_axis(m)
+        if hit is not None and hit[0] is t and axis is not None:
+            i = hit[1]
+            calls[i] = (calls[i][0], calls[i][1], (axis, f"read by {type(m).__name__}"))
+            del pending[id(t)]
+
+    def record(path: str) -> Callable[..., None]:
+        def hook(m: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
+            since = starts.pop() if starts else len(events)
+            if path in candidates:
+                layout = layout_of(inputs[0] if inputs else None)
+                calls.append((path, getattr(out, "shape", None), layout))
+                if layout[0] is None and isinstance(out, torch.Tensor):
+                    pending[id(out)] = (out, len(calls) - 1)
+            if not isinstance(out, torch.Tensor):
+                return
+            axis = _module_axis(m)
+            if axis is not None:
+                info: tuple[int | None, str] = (axis, f"{type(m).__name__} {path}")
+                events.append((tuple(out.shape), axis, info[1]))
+            elif isinstance(m, _SAME_CHANNEL_MODULES) and inputs:
+                info = layout_of(inputs[0])
+            elif id(out) not in produced:
+                info = inherited(out, since, path)
+            else:
+                return
+            if info[0] is not None:
+                produced[id(out)] = (out, info)
+        return hook
+
+    handles = [m.register_forward_pre_hook(start) for path, m in modules.items() if path]
+    handles += [m.register_forward_hook(record(path)) for path, m in modules.items() if path]
     try:
         with _evaluating(model):
             model(*args)
@@ -515,11 +645,16 @@ def _sites_from_hooks(
     finally:
         for h in handles:
             h.remove()
-    sites = [
-        _Site(index=i, kind="module", original="", path=path, channels=_channels_of(shape),
-              inplace=bool(getattr(candidates[path], "inplace", False)))
-        for i, (path, shape) in enumerate(calls)
-    ]
+        produced.clear()
+        events.clear()
+        pending.clear()
+    sites = []
+    for i, (path, shape, (axis, source)) in enumerate(calls):
+        site = _Site(index=i, kind="module", original="", path=path, channel_dim=axis,
+                     axis_source=source,
+                     inplace=bool(getattr(candidates[path], "inplace", False)))
+        _settle_axis(site, shape)
+        sites.append(site)
     _number_module_calls(sites, {p: type(m).__name__ for p, m in candidates.items()})
     return sites
 
@@ -555,31 +690,55 @@ _BINARY_FUNCTIONS = {
 _BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_"}
 
 
-def _infer_channels(gm: fx.GraphModule, node: Any, depth: int = 0) -> int | None:
-    """Channel count of ``node``'s output read off the module that produced it, or None.
+def _module_axis(m: nn.Module) -> int | None:
+    """The channel axis of a layer's output: 1 for convolutions and the channel norms, -1 for
+    Linear and LayerNorm (which act on the last dim); None for anything else."""
+    if isinstance(m, (nn.modules.conv._ConvNd, *_NORM_TYPES, nn.GroupNorm)):
+        return 1
+    if isinstance(m, (nn.Linear, nn.LayerNorm)):
+        return -1
+    return None
 
-    Only unambiguous cases: a Conv/BatchNorm/InstanceNorm/GroupNorm/Linear, reached through
-    channel-preserving ops, or element-wise sums whose operands all resolve and agree.
+
+def _module_width(m: nn.Module) -> int | None:
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.out_channels
+    if isinstance(m, _NORM_TYPES):
+        return m.num_features
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    if isinstance(m, nn.LayerNorm):
+        return int(m.normalized_shape[-1])
+    return None
+
+
+Layout = tuple[int | None, int | None, str]  # (channels, channel axis, the layer that says so)
+_UNKNOWN: Layout = (None, None, "")
+
+
+def _infer_layout(gm: fx.GraphModule, node: Any, depth: int = 0) -> Layout:
+    """Channel count and axis of ``node``'s output read off the module that produced it.
+
+    Only unambiguous cases: a Conv/BatchNorm/InstanceNorm/GroupNorm (axis 1) or Linear/
+    LayerNorm (axis −1), reached through channel-preserving ops, or element-wise sums whose
+    operands all resolve and agree.
     """
     if not isinstance(node, fx.Node) or depth > 200:
-        return None
+        return _UNKNOWN
     if node.op == "call_module":
         m = gm.get_submodule(node.target)
-        if isinstance(m, nn.modules.conv._ConvNd):
-            return m.out_channels
-        if isinstance(m, _NORM_TYPES):
-            return m.num_features
-        if isinstance(m, nn.GroupNorm):
-            return m.num_channels
-        if isinstance(m, nn.Linear):
-            return m.out_features
+        axis = _module_axis(m)
+        if axis is not None:
+            return _module_width(m), axis, f"{type(m).__name__} {node.target}"
         if isinstance(m, _SAME_CHANNEL_MODULES) or _is_attnact_unit(m):
             # attnact units preserve channels, except Maxout which the caller refuses as `to`
             # but may meet in the host network: its class name tells.
             if "maxout" in type(m).__name__.lower():
-                return None
-            return _infer_channels(gm, _site_input(node), depth + 1)
-        return None
+                return _UNKNOWN
+            return _infer_layout(gm, _site_input(node), depth + 1)
+        return _UNKNOWN
     if node.op in ("call_function", "call_method"):
         same = (
             node.target in _SAME_CHANNEL_FUNCTIONS
@@ -587,7 +746,7 @@ def _infer_channels(gm: fx.GraphModule, node: Any, depth: int = 0) -> int | None
             else node.target in _SAME_CHANNEL_METHODS
         )
         if same:
-            return _infer_channels(gm, _site_input(node), depth + 1)
+            return _infer_layout(gm, _site_input(node), depth + 1)
         binary = (
             node.target in _BINARY_FUNCTIONS
             if node.op == "call_function"
@@ -595,14 +754,51 @@ def _infer_channels(gm: fx.GraphModule, node: Any, depth: int = 0) -> int | None
         )
         if binary:
             operands = [a for a in node.args if isinstance(a, fx.Node)]
-            counts = [_infer_channels(gm, a, depth + 1) for a in operands]
-            if not counts or any(c is None for c in counts):
-                return None
-            wide = {c for c in counts if c != 1}
+            layouts = [_infer_layout(gm, a, depth + 1) for a in operands]
+            if not layouts or any(c is None for c, _, _ in layouts):
+                return _UNKNOWN
+            wide = {(c, ax) for c, ax, _ in layouts if c != 1}
             if len(wide) > 1:
-                return None
-            return wide.pop() if wide else 1
-    return None
+                return _UNKNOWN
+            if not wide:
+                return 1, layouts[0][1], layouts[0][2]
+            c, ax = wide.pop()
+            return c, ax, next(src for cc, aa, src in layouts if (cc, aa) == (c, ax))
+    return _UNKNOWN
+
+
+def _consumer_layout(gm: fx.GraphModule, node: fx.Node, depth: int = 0) -> Layout:
+    """Channel count and axis of ``node``'s output read off the first layer that consumes it
+    (through channel-preserving ops), when every consumer that tells agrees."""
+    found: set[tuple[int | None, int, str]] = set()
+    for user in node.users:
+        if user.op == "call_module" and _site_input(user) is node:
+            m = gm.get_submodule(user.target)
+            axis = _module_axis(m)
+            if axis is not None:
+                width = m.in_channels if isinstance(m, nn.modules.conv._ConvNd) else (
+                    m.in_features if isinstance(m, nn.Linear) else _module_width(m))
+                found.add((width, axis, f"read by {type(m).__name__} {user.target}"))
+                continue
+            if isinstance(m, _SAME_CHANNEL_MODULES) and depth < 20:
+                c, a, src = _consumer_layout(gm, user, depth + 1)
+                if a is not None:
+                    found.add((c, a, src))
+        elif depth < 20 and (
+            (user.op == "call_function" and user.target in _SAME_CHANNEL_FUNCTIONS)
+            or (user.op == "call_method" and user.target in _SAME_CHANNEL_METHODS)
+        ):
+            c, a, src = _consumer_layout(gm, user, depth + 1)
+            if a is not None:
+                found.add((c, a, src))
+    if len({(c, a) for c, a, _ in found}) != 1:
+        return _UNKNOWN
+    return found.pop()
+
+
+def _infer_channels(gm: fx.GraphModule, node: Any) -> int | None:
+    """Channel count of ``node``'s output read off the module that produced it, or None."""
+    return _infer_layout(gm, node)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -755,6 +951,31 @@ def _verify(model: nn.Module, args: tuple[Any, ...], units: dict[str, nn.Module]
         raise ValueError(f"new units change the shape of their input: {'; '.join(bad)}")
 
 
+def _match_label(match: Any) -> str:
+    items = match if isinstance(match, (tuple, list, set, frozenset)) else (match,)
+    return "(" + ", ".join(getattr(i, "__name__", repr(i)) for i in items) + ",)"
+
+
+_ACTIVATION_FUNCTIONS = {f for fns, _ in _FUNCTIONAL.values() for f in fns}
+
+
+def _activation_types(root: nn.Module, gm: fx.GraphModule | None) -> str:
+    """What looks like an activation in the model: modules of torch.nn's activation module or
+    named like one, and activation function calls in the traced graph, with their counts."""
+    counts: dict[str, int] = {}
+    for m in root.modules():
+        name = type(m).__name__
+        if (type(m).__module__ == "torch.nn.modules.activation" or _is_attnact_unit(m)
+                or any(k in name.lower() for k in ("activation", "relu", "gelu", "silu", "swish"))):
+            counts[f"{name} (module)"] = counts.get(f"{name} (module)", 0) + 1
+    if gm is not None:
+        for node in gm.graph.nodes:
+            if node.op == "call_function" and node.target in _ACTIVATION_FUNCTIONS:
+                key = f"{_function_label(node.target)} (call)"
+                counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Public entry point
 # ---------------------------------------------------------------------------------------------
@@ -767,14 +988,16 @@ def convert_activations(
     fraction: float = 1.0,
     order: str = "last_first",
     example_input: torch.Tensor | tuple[Any, ...] | None = None,
-    match: tuple[type[nn.Module] | Callable[..., Any], ...] = (nn.ReLU,),
+    match: Any = (nn.ReLU,),
     leaf_modules: tuple[type[nn.Module], ...] = (),
+    channel_dim: int | None = None,
     **unit_kwargs: Any,
 ) -> nn.Module:
     """Return a copy of ``model`` whose activation call sites call new units of kind ``to``.
 
     Each call site gets its own fresh unit, ``create_act_layer(to, channels=C, **unit_kwargs)``
-    with C = dim 1 of that site's input. ``model`` is never modified. The report is attached as
+    with C the size of that site's channel axis (``channel_dim`` below; the unit gets that axis
+    too where it takes one). ``model`` is never modified. The report is attached as
     ``result.conversion_report`` (:class:`ConversionReport`).
 
     Args:
@@ -789,11 +1012,20 @@ def convert_activations(
             count by shape propagation and is used to check the converted model runs. Without
             it, channels (needed only by units such as ATAC and xUnit) are read off the
             Conv/BatchNorm/Linear feeding the site, when that is unambiguous.
-        match: activation module classes to replace; their functional forms are matched too
-            (``nn.ReLU`` also finds ``F.relu``, ``torch.relu``, ``x.relu()``, ``x.relu_()``).
-            Plain functions (``F.gelu``) match only calls of that function.
+        match: activations to replace: module classes (their functional forms are matched too:
+            ``nn.ReLU`` also finds ``F.relu``, ``torch.relu``, ``x.relu()``, ``x.relu_()``),
+            registered names (``"gelu"`` means ``nn.GELU`` and ``F.gelu``), or plain functions
+            (``F.gelu``, matching only calls of that function). A conversion that matches
+            nothing warns and lists the activation types the model has.
         leaf_modules: extra module classes fx should not trace into (for submodules with
             data-dependent control flow); activations inside them are left alone.
+        channel_dim: the channel axis of every site, 1 or −1, overriding the detection. By
+            default each site's axis comes from the layer producing its input (Conv/BatchNorm/
+            GroupNorm: 1; Linear/LayerNorm: −1, as in transformers and ConvNeXt blocks), else
+            from the first such layer reading its output, else from its rank (2: either; 4:
+            1). Units that need a channel
+            count (ATAC, SEActivation, xUnit) are built with that axis (``channel_dim=``), and a
+            site whose axis cannot be told is refused. The report lists each site's axis.
         **unit_kwargs: forwarded to each new unit's constructor (``r=4``, ``alpha=0.5``).
 
     Returns:
@@ -802,9 +1034,20 @@ def convert_activations(
 
     Raises:
         ValueError: bad ``fraction``/``order``/``match``/``to``, an ``example_input`` that does
-            not fit, channel counts that cannot be inferred, or a model fx cannot trace when a
-            graph rewrite is needed.
+            not fit, channel counts or axes that cannot be inferred, or a model fx cannot trace
+            when a graph rewrite is needed.
+        TypeError: a TorchScript module (convert the eager model, then script the result).
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            "convert_activations needs an eager nn.Module, got a TorchScript module "
+            f"({type(model).__name__}): its code is compiled and cannot be rewritten. Convert "
+            "the eager model first, then script the result"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if channel_dim is not None and (isinstance(channel_dim, bool) or channel_dim not in (1, -1)):
+        raise ValueError(f"channel_dim must be None, 1 or -1, got {channel_dim!r}")
     fraction = _check_fraction(fraction)
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
@@ -817,6 +1060,23 @@ def convert_activations(
 
     work = copy.deepcopy(model)  # the user's model is never touched, even if we fail half-way
     report = ConversionReport(to=target.label, fraction=fraction, order=order)
+    lazy = [p for p, m in work.named_modules() if _is_uninitialized(m)]
+    if lazy and args is not None:
+        # lazy modules (ATAC() in act_layer= slots) take their shapes from a first forward;
+        # fx cannot trace them before. Run it on the copy, as the user would before training.
+        try:
+            with _evaluating(work):
+                work(*args)
+        except Exception as exc:  # user code: report it as a bad input
+            raise ValueError(
+                f"example_input of shape {_shape_str(args)} does not fit the model: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        report.notes.append(f"lazy modules materialised by a first forward on example_input: "
+                            f"{', '.join(lazy)}")
+    elif lazy:
+        report.notes.append(f"lazy modules not materialised yet ({', '.join(lazy)}): fx cannot "
+                            "trace them; run one forward first or pass example_input")
     candidates, hidden = _module_candidates(work, matcher, leaf_modules)
 
     gm: fx.GraphModule | None = None
@@ -830,11 +1090,12 @@ def convert_activations(
     if gm is not None:
         sites, notes = _sites_from_graph(gm, matcher)
         report.notes += notes
+        for s in sites:
+            s.channels, s.channel_dim, s.axis_source = _infer_layout(gm, _site_input(s.node))
+            if s.channel_dim is None and s.node is not None:
+                s.channels, s.channel_dim, s.axis_source = _consumer_layout(gm, s.node)
         if args is not None:
             _propagate_shapes(gm, args, sites)
-        else:
-            for s in sites:
-                s.channels = _infer_channels(gm, _site_input(s.node))
     else:
         why = f"fx could not trace the model ({type(trace_error).__name__}: {trace_error})"
         if args is not None:
@@ -851,6 +1112,19 @@ def convert_activations(
                    "called once; functional calls were not searched. Pass example_input to check.")
             report.notes.append(msg)
             warnings.warn(msg, stacklevel=2)
+
+    if channel_dim is not None:
+        for s in sites:
+            if s.channel_dim != channel_dim:
+                s.channels = _channels_of(s.shape, channel_dim) if s.shape is not None else None
+            s.channel_dim, s.axis_source = channel_dim, "channel_dim argument"
+    if not sites:
+        seen = _activation_types(work if gm is None else gm, gm)
+        msg = (f"convert_activations matched no activation call site (match={_match_label(match)})"
+               f"; activations in the model: {seen or 'none recognised'}. Pass match=... with "
+               "those classes or names, e.g. match=('relu', 'gelu')")
+        report.notes.append(msg)
+        warnings.warn(msg, stacklevel=2)
 
     called = {s.path for s in sites if s.kind == "module"}
     if gm is not None or args is not None:
@@ -871,11 +1145,30 @@ def convert_activations(
     report.skipped.sort(key=lambda s: (s.index is None, s.index or 0))
 
     if target.needs_channels:
+        no_axis = [s for s in chosen if s.channel_dim is None and s.shape is not None]
+        if no_axis:
+            where = "; ".join(
+                f"{s.original} (input shape {tuple(s.shape) if s.shape is not None else '?'})"
+                for s in no_axis)
+            raise ValueError(
+                f"to={target.label!r} needs each site's channel axis, which cannot be told for: "
+                f"{where}. No Conv/Norm (axis 1) or Linear/LayerNorm (axis -1) produces the "
+                f"input; pass channel_dim=1 for (N, C, L) inputs or channel_dim=-1 for (N, L, C)"
+                f" tokens"
+            )
+        if not target.takes_channel_dim:
+            last = [s for s in chosen if s.channel_dim == -1 and
+                    (s.shape is None or len(s.shape) > 2)]
+            if last:
+                raise ValueError(
+                    f"to={target.label!r} does not take channel_dim, but site(s) "
+                    f"{', '.join(s.original for s in last)} have their channels last"
+                )
         missing = [s for s in chosen if s.channels is None]
         if missing:
             where = ", ".join(s.original for s in missing)
             hint = ("pass example_input=... so shapes can be propagated" if args is None
-                    else "the unit needs inputs with a channel dimension (dim 1)")
+                    else "the unit needs inputs with a channel dimension")
             raise ValueError(
                 f"to={target.label!r} needs the channel count of each site, which could not be "
                 f"determined for: {where}; {hint}"
@@ -904,7 +1197,8 @@ def convert_activations(
     result: nn.Module = gm if use_fx and gm is not None else work
     for s in chosen:
         try:
-            unit = create_act_layer(to, channels=s.channels, **unit_kwargs)
+            layout = {"channel_dim": s.channel_dim} if target.takes_channel_dim else {}
+            unit = create_act_layer(to, channels=s.channels, **layout, **unit_kwargs)
         except (TypeError, ValueError) as exc:  # not a retry: re-raised with the failing site
             raise ValueError(
                 f"building {target.label!r} for site {s.original} (channels={s.channels}) "
@@ -923,7 +1217,8 @@ def convert_activations(
                 _set_module(work, alias, unit)
         report.replaced.append(ReplacedSite(
             site=s.name, channels=s.channels, params_added=_n_params(unit), index=s.index,
-            original=s.original, unit=type(unit).__name__))
+            original=s.original, unit=type(unit).__name__, channel_dim=s.channel_dim,
+            axis_source=s.axis_source))
 
     if use_fx:
         assert isinstance(result, fx.GraphModule)

@@ -1,16 +1,17 @@
 """Learnable activations compared in the AReLU paper (Table 1): PReLU, APL, PAU, SLAF, Mixture.
 
 Each class follows its *original* paper, not the AReLU authors' re-implementations. With their
-default settings the parameter counts are those of the AReLU paper's Table 1:
+default settings the parameter counts are those of the units the AReLU authors compare
+(densechen/AReLU, ``activations/``):
 
 ========  ==========================================================  ==========
 unit      formula                                                     parameters
 ========  ==========================================================  ==========
 PReLU     max(0, x) + a·min(0, x)                                     1
 APL       max(0, x) + Σ_s a_s·max(0, −x + b_s)   (S = 1 hinge)        2
-PAU       P(x) / (1 + |Σ_k b_k x^k|),  deg P = 5, deg Q = 4           10
+PAU       P(x) / (1 + Σ_k |b_k|·|x|^k),  deg P = 5, deg Q = 4        10
 SLAF      Σ_{i<k} a_i x^i   (k = 3)                                   3
-Mixture   w_1·x + w_2·max(0, x)                                       2
+Mixture   p·x + (1 − p)·max(0, x)   (affine)                          1
 ========  ==========================================================  ==========
 
 All parameters are shared by the whole layer unless a ``num_parameters=C`` argument asks for one
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnact._checks import check_choice, check_int
+from attnact.units.inputs import check_float_input
 from attnact.units.registry import register_activation
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "Mixture",
     "PReLU",
     "pau_init_coefficients",
+    "pau_safe",
     "slaf_relu_fit",
 ]
 
@@ -109,6 +112,7 @@ class PReLU(nn.PReLU):
         self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
+        check_float_input(x, "PReLU")
         weight = self.weight
         if self.num_parameters > 1:
             # F.prelu would raise an opaque RuntimeError; name the mismatch instead.
@@ -182,6 +186,7 @@ class APL(nn.Module):
         self.b = nn.Parameter(torch.tensor(knots).unsqueeze(1).repeat(1, num_parameters))
 
     def forward(self, x: Tensor) -> Tensor:
+        check_float_input(x, "APL")
         out = F.relu(x)
         # A loop over the (few) hinges rather than one (S, *x.shape) tensor: S is 1 by default
         # and a stacked tensor would cost S times the input's memory.
@@ -205,30 +210,50 @@ _PAU_TARGETS: dict[str, Callable[[Tensor], Tensor]] = {
 _PAU_FIT_RANGE = (-3.0, 3.0)
 _PAU_FIT_POINTS = 2001
 _PAU_FIT_REWEIGHTINGS = 10
+_PAU_FIT_LBFGS_STEPS = 100
+
+#: The PAU authors' initial coefficients for m = 5, n = 4, fitted to Leaky ReLU (slope 0.01):
+#: ``get_constants_for_inits("pade_optimized_leakyrelu")`` in ml-research/pau,
+#: ``pau/cuda/python_imp/Pade.py`` (the default init of their PAU, and the one the AReLU
+#: authors' comparison builds: densechen/AReLU, ``activations/pau/utils.py``). Numerator
+#: a_0..a_5, denominator b_1..b_4.
+PAU_LEAKY_RELU_5_4: tuple[tuple[float, ...], tuple[float, ...]] = (
+    (3.35583603e-02, 5.05000375e-01, 1.65343934e00, 2.01001052e00, 9.31901999e-01,
+     1.52424124e-01),
+    (3.30847488e-06, 3.98021568e00, 5.12471206e-07, 3.01830109e-01),
+)
+
+
+def pau_safe(x: Tensor, numerator: Tensor, denominator: Tensor) -> Tensor:
+    """The safe PAU of Molina et al. (ICLR 2020, Eq. 3): P(x) / (1 + Σ_{k=1}^{n} |b_k|·|x|^k).
+
+    Every term of the denominator is non-negative, so Q ≥ 1 and F has no poles. Both polynomials
+    are evaluated by Horner's scheme (the denominator in |x|, with |b| as coefficients).
+    """
+    p = _horner(numerator, x)
+    ax = x.abs()
+    # Σ_{k=1}^{n} |b_k| |x|^k = |x| · Σ_{k=0}^{n-1} |b_{k+1}| |x|^k: Horner on |b|, one multiply.
+    q = 1.0 + ax * _horner(denominator.abs(), ax)
+    return p / q
 
 
 @functools.lru_cache(maxsize=16)
 def pau_init_coefficients(
     target: str = "leaky_relu", numerator_degree: int = 5, denominator_degree: int = 4
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Coefficients ``(a_0..a_m), (b_1..b_n)`` of a rational fit of ``target`` on [−3, 3].
+    """Initial coefficients ``(a_0..a_m), (b_1..b_n)`` of a safe PAU approximating ``target``.
 
-    Molina et al. initialise PAUs to approximate a standard activation (Leaky ReLU with slope
-    0.01 in most of their experiments) by a least-squares fit; this computes such a fit here.
-
-    Method (float64, 2001 grid points): P(x)/(1 + A(x)) ≈ f(x) is linear in the coefficients
-    after multiplying by the denominator, P(x) − f(x)·A(x) = f(x), so one linear least-squares
-    solve gives a first fit. That solve weights each residual by the denominator, over-fitting
-    where |A| is large; re-solving with rows weighted by 1/(1 + |A_prev(x)|) (Sanathanan–Koerner
-    iteration, 10 rounds) converges to a fit of the rational function itself and roughly halves
-    the maximum error (leaky_relu, m=5, n=4: 0.064 → 0.038, all at the kink x = 0).
-
-    For the symmetric targets here the fit has b_k ≈ 0 for odd k and positive even ones, so
-    A(x) ≥ 0 on the grid and the safe denominator 1 + |A| equals the fitted 1 + A.
+    Leaky ReLU at the paper's degrees (m = 5, n = 4) returns the PAU authors' published
+    coefficients (:data:`PAU_LEAKY_RELU_5_4`). Anything else is fitted here on [−3, 3] (float64,
+    2001 points): a linear least-squares start (P − f·A = f, reweighted by 1/(1 + |A|) for 10
+    rounds, Sanathanan–Koerner), then L-BFGS on the mean squared error of the safe form itself,
+    whose denominator uses |b_k|·|x|^k.
     """
     check_choice("target", target, tuple(_PAU_TARGETS))
     m = check_int("numerator_degree", numerator_degree, 1)
     n = check_int("denominator_degree", denominator_degree, 1)
+    if (target, m, n) == ("leaky_relu", 5, 4):
+        return PAU_LEAKY_RELU_5_4
     x = torch.linspace(*_PAU_FIT_RANGE, _PAU_FIT_POINTS, dtype=torch.float64)
     f = _PAU_TARGETS[target](x)
     powers = torch.stack([x**j for j in range(max(m, n) + 1)], dim=1)
@@ -238,38 +263,50 @@ def pau_init_coefficients(
         solution = torch.linalg.lstsq(
             design * weight.unsqueeze(1), (f * weight).unsqueeze(1), driver="gelsd"
         ).solution.squeeze(1)
-        b = solution[m + 1 :]
-        weight = 1.0 / (1.0 + (powers[:, 1 : n + 1] @ b).abs())
-    return tuple(solution[: m + 1].tolist()), tuple(b.tolist())
+        weight = 1.0 / (1.0 + (powers[:, 1 : n + 1] @ solution[m + 1 :]).abs())
+    a = solution[: m + 1].clone().requires_grad_(True)
+    b = solution[m + 1 :].abs().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [a, b], lr=1.0, max_iter=_PAU_FIT_LBFGS_STEPS, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-12, tolerance_change=1e-14,
+    )
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = (pau_safe(x, a, b) - f).square().mean()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return tuple(a.detach().tolist()), tuple(b.detach().abs().tolist())
 
 
 @register_activation(
     "pau",
-    formula="(sum_j a_j x^j) / (1 + |sum_k b_k x^k|), j<=5, 1<=k<=4",
-    source="Molina, Schramowski, Kersting, ICLR 2020",
+    formula="(sum_j a_j x^j) / (1 + sum_k |b_k| |x|^k), j<=5, 1<=k<=4",
+    source="Molina, Schramowski, Kersting, ICLR 2020 (safe PAU, Eq. 3)",
     learnable=True,
 )
 class PAU(nn.Module):
-    """Padé Activation Unit, safe version: ``F(x) = P(x) / Q(x)``.
+    """Padé Activation Unit, safe version (Molina et al., ICLR 2020, Eq. 3):
 
-    ``P(x) = Σ_{j=0}^{m} a_j x^j`` and ``Q(x) = 1 + |Σ_{k=1}^{n} b_k x^k|``; the absolute value
-    keeps Q ≥ 1, so F has no poles. m = 5, n = 4 (the paper's choice) give 10 parameters,
-    shared by the layer.
+        F(x) = P(x) / Q(x),  P(x) = Σ_{j=0}^{m} a_j x^j,  Q(x) = 1 + Σ_{k=1}^{n} |b_k|·|x|^k
 
-    Source: A. Molina, P. Schramowski, K. Kersting, "Padé Activation Units: End-to-end Learning
-    of Flexible Activation Functions in Deep Networks", ICLR 2020.
+    Every term of Q is non-negative, so Q ≥ 1 and F has no poles. m = 5, n = 4 (the paper's
+    choice) give 10 parameters, shared by the layer. This is the formula of the PAU authors'
+    kernels (ml-research/pau) and of the PAU the AReLU authors compare with.
 
     Args:
         numerator_degree: m (default 5).
         denominator_degree: n (default 4).
-        init: the activation the unit is initialised to approximate: ``"leaky_relu"`` (slope
-            0.01, the paper's default) or ``"relu"``; see :func:`pau_init_coefficients`. The
-            initial unit is within 0.04 of Leaky ReLU on [−3, 3].
+        init: the activation the unit starts as: ``"leaky_relu"`` (slope 0.01, the paper's
+            default; at m = 5, n = 4 the authors' published coefficients, within 0.034 of Leaky
+            ReLU on [−3, 3]) or ``"relu"``; see :func:`pau_init_coefficients`.
         inplace: accepted for ``act_layer=`` slots and ignored.
 
-    Parameters: ``numerator`` (a_0..a_m) and ``denominator`` (b_1..b_n). Both polynomials are
-    evaluated by Horner's scheme. Note that the authors' released kernels use a different
-    denominator, 1 + Σ_k |b_k|·|x|^k; this class follows the paper's equation.
+    Parameters: ``numerator`` (a_0..a_m) and ``denominator`` (b_1..b_n, the raw values whose
+    absolute values Q uses; ∂F/∂b_k = −P·sign(b_k)·|x|^k / Q², 0 at b_k = 0).
     """
 
     def __init__(
@@ -291,12 +328,8 @@ class PAU(nn.Module):
         self.denominator = nn.Parameter(torch.tensor(b, dtype=torch.float32))
 
     def forward(self, x: Tensor) -> Tensor:
-        a = self.numerator.to(dtype=x.dtype)
-        b = self.denominator.to(dtype=x.dtype)
-        p = _horner(a, x)
-        # Σ_{k=1}^{n} b_k x^k = x · Σ_{k=0}^{n-1} b_{k+1} x^k: Horner on b, one more multiply.
-        q = 1.0 + (x * _horner(b, x)).abs()
-        return p / q
+        check_float_input(x, "PAU")
+        return pau_safe(x, self.numerator.to(dtype=x.dtype), self.denominator.to(dtype=x.dtype))
 
     def extra_repr(self) -> str:
         return (
@@ -370,6 +403,7 @@ class SLAF(nn.Module):
         self.coefficients = nn.Parameter(torch.tensor(fit, dtype=torch.float32))
 
     def forward(self, x: Tensor) -> Tensor:
+        check_float_input(x, "SLAF")
         return _horner(self.coefficients.to(dtype=x.dtype), x)
 
     def extra_repr(self) -> str:
@@ -385,12 +419,12 @@ _MIXTURE_BASES: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
 }
-_MIXTURE_COMBINATIONS = ("linear", "convex")
+_MIXTURE_COMBINATIONS = ("affine", "convex", "linear")
 
 
 @register_activation(
     "mixture",
-    formula="sum_i w_i g_i(x), g = (identity, relu)",
+    formula="p x + (1 - p) max(0, x)  (affine combination of identity and ReLU)",
     source="Manessi, Rozza, ICPR 2018",
     learnable=True,
 )
@@ -398,27 +432,35 @@ class Mixture(nn.Module):
     """A learned combination of base activations: ``f(x) = Σ_i w_i g_i(x)``.
 
     Source: F. Manessi, A. Rozza, "Learning Combinations of Activation Functions", ICPR 2018
-    (called "Comb" in the AReLU paper).
+    (called "Comb" in the AReLU paper), who learn combinations of base activations such as the
+    identity, ReLU and tanh. A combination whose weights sum to 1 (affine) keeps the scale of its
+    bases; free (linear) weights also learn an overall scale, which the next layer's weights can
+    already absorb.
+
+    The default is the unit the AReLU comparison uses: the affine combination of identity and
+    ReLU with one free weight, ``f(x) = p·x + (1 − p)·max(0, x)``, p starting at 0 (a ReLU) —
+    the AReLU authors' Mixture (densechen/AReLU, ``activations/mixture.py``: one parameter
+    ``p``, initialised to 0, unconstrained). For p in [0, 1] it is the convex combination.
 
     Args:
         bases: names of the base activations g_i, at least two distinct ones from
             ``"identity"``, ``"relu"``, ``"tanh"``, ``"sigmoid"``; default (identity, relu).
-        combination: ``"linear"`` (default): w is the free parameter vector;
-            ``"convex"``: w = softmax(parameter), so the weights stay non-negative and sum to 1.
-        init: initial parameter values (for ``"convex"`` these are the logits). Default:
-            for ``"linear"``, 1 on ``"relu"`` and 0 elsewhere, so the unit starts as a ReLU (or
-            uniform 1/n weights without a relu base); for ``"convex"``, zero logits, i.e. equal
-            weights 1/n (a convex combination cannot be exactly one-hot).
+        combination: ``"affine"`` (default): n − 1 free weights for the first n − 1 bases, the
+            last base gets 1 − Σ of them; ``"convex"``: w = softmax(n logits), non-negative
+            and summing to 1; ``"linear"``: n free weights.
+        init: initial parameter values (n − 1 for ``"affine"``, n logits for ``"convex"``, n
+            for ``"linear"``). Default: a ReLU where a ``"relu"`` base allows it (one-hot on
+            it; all-zero for ``"affine"`` with relu last), else equal weights 1/n; for
+            ``"convex"`` zero logits, i.e. 1/n each (a convex combination is never one-hot).
         inplace: accepted for ``act_layer=`` slots and ignored.
 
-    Parameter: ``weight``, one entry per base, shared by the layer (2 for the default bases, the
-    AReLU paper's count).
+    Parameter: ``weight``, shared by the layer: 1 for the defaults, the authors' count.
     """
 
     def __init__(
         self,
         bases: Sequence[str] = ("identity", "relu"),
-        combination: str = "linear",
+        combination: str = "affine",
         init: Sequence[float] | None = None,
         inplace: bool = False,
     ) -> None:
@@ -435,29 +477,38 @@ class Mixture(nn.Module):
             )
         check_choice("combination", combination, _MIXTURE_COMBINATIONS)
         n = len(bases)
+        free = n - 1 if combination == "affine" else n
         if init is None:
-            if combination == "linear" and "relu" in bases:
-                values = [1.0 if name == "relu" else 0.0 for name in bases]
-            elif combination == "linear":
-                values = [1.0 / n] * n
-            else:
+            if combination == "convex":
                 values = [0.0] * n
+            elif "relu" in bases:
+                values = [1.0 if name == "relu" else 0.0 for name in bases][:free]
+            else:
+                values = [1.0 / n] * free
         else:
             values = [float(v) for v in init]
-            if len(values) != n:
-                raise ValueError(f"init must have one value per base ({n}), got {len(values)}")
+            if len(values) != free:
+                what = "one value per base but the last" if combination == "affine" else (
+                    "one value per base")
+                raise ValueError(
+                    f"init must have {what} ({free} for {n} bases, combination="
+                    f"{combination!r}), got {len(values)}"
+                )
         self.bases = bases
         self.combination = combination
         self.inplace = inplace
         self.weight = nn.Parameter(torch.tensor(values, dtype=torch.float32))
 
     def mixing_weights(self) -> Tensor:
-        """The weights w_i actually applied (softmax of the parameter for ``"convex"``)."""
+        """The weights w_i actually applied, one per base."""
         if self.combination == "convex":
             return torch.softmax(self.weight, dim=0)
+        if self.combination == "affine":
+            return torch.cat([self.weight, 1.0 - self.weight.sum().reshape(1)])
         return self.weight
 
     def forward(self, x: Tensor) -> Tensor:
+        check_float_input(x, "Mixture")
         w = self.mixing_weights().to(dtype=x.dtype)
         out = w[0] * _MIXTURE_BASES[self.bases[0]](x)
         for i in range(1, len(self.bases)):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from attnact._checks import check_int, check_positive_int
+from attnact.units.inputs import check_float_input
 from attnact.units.registry import register_activation
 
 __all__ = ["Maxout"]
@@ -59,6 +60,7 @@ class Maxout(nn.Module):
         return in_channels // self.pool_size
 
     def forward(self, x: Tensor) -> Tensor:
+        check_float_input(x, "Maxout")
         if x.dim() < 2:
             raise ValueError(
                 f"Maxout needs an input of shape (N, C, ...), got shape {tuple(x.shape)}"

@@ -34,8 +34,9 @@ class ActivationSpec:
         factory: class or function returning a fresh ``nn.Module``.
         formula: the unit's formula in plain text, for tables and ``attnact list``.
         source: the paper that defines it (author, venue, year).
-        needs_channels: the constructor takes ``channels`` as its first argument and cannot be
-            built without it (ATAC, xUnit, SEActivation).
+        needs_channels: the constructor takes ``channels`` as its first argument (ATAC, xUnit,
+            SEActivation); built without it, the unit infers it at its first forward (a lazy
+            module, :mod:`attnact.units.layout`), so the class fits ``act_layer=`` slots.
         learnable: it has trainable parameters.
         changes_channels: the output has a different channel count than the input (Maxout).
         elementwise: output element i depends only on input element i (so ELSA can wrap it and
@@ -57,14 +58,9 @@ class ActivationSpec:
     def build(self, channels: int | None = None, **kwargs: Any) -> nn.Module:
         """Build a fresh module; ``channels`` reaches the factory only if it needs it."""
         merged = {**self.defaults, **kwargs}
-        if self.needs_channels:
-            if channels is None:
-                raise ValueError(
-                    f"activation {self.name!r} needs the channel count: pass channels=... "
-                    f"(units that need it: {', '.join(_names_needing_channels())})"
-                )
+        if self.needs_channels and channels is not None:
             return self.factory(channels, **merged)
-        return self.factory(**merged)
+        return self.factory(**merged)  # channel units without a count: lazy
 
 
 _REGISTRY: dict[str, ActivationSpec] = {}
@@ -111,10 +107,6 @@ def register_activation(
     return decorate
 
 
-def _names_needing_channels() -> list[str]:
-    return sorted(n for n, s in _REGISTRY.items() if s.needs_channels)
-
-
 def list_activations(*, include_elsa: bool = True) -> list[str]:
     """Canonical names of every registered activation, sorted (``elsa_*`` variants included)."""
     names = sorted(_REGISTRY)
@@ -157,7 +149,8 @@ def create_act_layer(
             any ``nn.Module`` subclass (its constructor gets ``channels`` only if it declares a
             ``channels`` parameter).
         channels: channel count of the input; passed only to units that need it, so one call
-            with ``channels`` works for every name.
+            with ``channels`` works for every name. Without it, those units (ATAC,
+            SEActivation, xUnit) infer it at their first forward.
         **kwargs: forwarded to the constructor (``inplace`` is accepted by every unit).
     """
     if isinstance(name_or_class, str):
