@@ -154,6 +154,15 @@ class TrainConfig:
             raise ValueError("TrainConfig.milestones must list at least one epoch for 'step'")
         if self.resume and self.out_dir is None:
             raise ValueError("TrainConfig.resume needs out_dir (the run directory to continue)")
+        if not 0 <= self.seed < 2**32:  # numpy's and the data order's seeds are 32-bit
+            raise ValueError(f"TrainConfig.seed must be in [0, 2**32), got {self.seed}")
+        if self.out_dir is not None and not self.out_dir.strip():
+            raise ValueError("TrainConfig.out_dir must name a directory (got an empty string); "
+                             "leave it unset (None) to train without writing a run directory")
+        for name in ("act_kwargs", "model_kwargs", "extra"):
+            keys = [k for k in getattr(self, name) if not isinstance(k, str) or not k]
+            if keys:
+                raise ValueError(f"TrainConfig.{name} keys must be non-empty names, got {keys}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -424,13 +433,17 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if isinstance(value, bool):
             raise bad("a number")
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise bad("a number") from None
-        raise bad("a number")
+        else:
+            raise bad("a number")
+        if not math.isfinite(number):  # nan/inf would train on and "diverge" misleadingly
+            raise bad("a finite number")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
