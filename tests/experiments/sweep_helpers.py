@@ -24,14 +24,10 @@ from typing import Any
 import torch
 
 from attnact.data import TensorLoader
-from attnact.experiments.framework import (
-    Experiment,
-    ReportContext,
-    Results,
-    RunSpec,
-    run_key,
-)
+from attnact.experiments.experiment import Experiment, ReportContext
+from attnact.experiments.keys import RunSpec, run_key
 from attnact.experiments.reporting import group_stats, header, markdown, stats_rows, write_tables
+from attnact.experiments.results import Results
 from attnact.train.config import TrainConfig
 from attnact.train.engine import Callback, fit
 

@@ -24,8 +24,8 @@ from attnact.experiments.atac import (
     host_cost,
     partial_unit,
 )
-from attnact.experiments.framework import config_identity
 from attnact.models import count_parameters, create_model
+from attnact.train.config import config_identity
 
 FIVE = ("atac-ablation", "atac-replacement", "atac-activations", "atac-networks",
         "atac-imagenet")

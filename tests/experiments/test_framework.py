@@ -31,10 +31,10 @@ from attnact.experiments import (
     run_key,
     train_command,
 )
-from attnact.experiments.framework import config_identity, filter_specs
+from attnact.experiments.keys import filter_specs
 from attnact.train.checkpoint import save_checkpoint
 from attnact.train.cli import config_from_args
-from attnact.train.config import TrainConfig
+from attnact.train.config import TrainConfig, config_identity
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "sweep_driver.py"
@@ -462,7 +462,7 @@ def test_reproduce_pushes_real_data_through_every_engine_model_before_training(t
     """Plain-engine runs are checked on a batch of their data first: a model that cannot take
     it fails in seconds, before the runs ahead of it in the grid train."""
     import attnact.train.build as build
-    from attnact.experiments.framework import DEFAULT_FIT
+    from attnact.experiments.keys import DEFAULT_FIT
 
     checked = []
 

@@ -1,7 +1,16 @@
 """Paper experiments and comparisons: grids of training runs and the reports they make.
 
-* :mod:`~attnact.experiments.framework`: run specs, the run store, the runner (worker
-  processes, Ray, torchrun), :class:`Experiment` and :func:`reproduce`.
+* the framework, one concept a module, each depending only on those listed before it:
+  :mod:`~attnact.experiments.keys` (run keys, :class:`RunSpec`),
+  :mod:`~attnact.experiments.store` (:class:`RunStore`, :class:`RunRecord`),
+  :mod:`~attnact.experiments.results` (:class:`Results`, ``results.csv``),
+  :mod:`~attnact.experiments.execute` (:func:`execute_run`: one run in this process),
+  :mod:`~attnact.experiments.runners` (:func:`run_grid`: worker processes, Ray, torchrun),
+  :mod:`~attnact.experiments.commands` (``attnact train``/``reproduce`` command lines),
+  :mod:`~attnact.experiments.experiment` (:class:`Experiment`),
+  :mod:`~attnact.experiments.registry` (experiments by name) and
+  :mod:`~attnact.experiments.reproduction` (:func:`reproduce`). The old
+  ``attnact.experiments.framework`` re-exports their public names.
 * :mod:`~attnact.experiments.reporting`: statistics over seeds, tables, headers, figures.
 * :mod:`~attnact.experiments.atac`: the ATAC paper's Table III, Fig. 6, 7, 8, Table IV (and two
   extensions), registered by name in :mod:`~attnact.experiments.registry`.
@@ -15,25 +24,15 @@ Quick use::
     print(result.files["table.md"].read_text())
 """
 
-from attnact.experiments.framework import (
-    BACKENDS,
-    Experiment,
-    ReportContext,
-    ReproduceResult,
-    Results,
-    RunOutcome,
-    RunRecord,
-    RunSpec,
-    RunStore,
-    StoreConflictError,
-    SweepResult,
-    execute_run,
-    reproduce,
-    run_grid,
-    run_key,
-    train_command,
-)
+from attnact.experiments.commands import train_command
+from attnact.experiments.execute import RunOutcome, execute_run
+from attnact.experiments.experiment import Experiment, ReportContext
+from attnact.experiments.keys import RunSpec, run_key
 from attnact.experiments.registry import get_experiment, list_experiments, register_experiment
+from attnact.experiments.reproduction import ReproduceResult, reproduce
+from attnact.experiments.results import Results
+from attnact.experiments.runners import BACKENDS, SweepResult, run_grid
+from attnact.experiments.store import RunRecord, RunStore, StoreConflictError
 
 __all__ = [
     "BACKENDS",

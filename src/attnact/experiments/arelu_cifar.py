@@ -27,14 +27,8 @@ from typing import Any, ClassVar
 import torch
 
 from attnact.experiments.arelu_mnist import label
-from attnact.experiments.framework import (
-    Experiment,
-    ReportContext,
-    Results,
-    RunRecord,
-    RunSpec,
-    run_key,
-)
+from attnact.experiments.experiment import Experiment, ReportContext
+from attnact.experiments.keys import RunSpec, run_key
 from attnact.experiments.registry import register_experiment
 from attnact.experiments.reporting import (
     bold_best,
@@ -43,6 +37,8 @@ from attnact.experiments.reporting import (
     markdown,
     write_tables,
 )
+from attnact.experiments.results import Results
+from attnact.experiments.store import RunRecord
 from attnact.report.figures import plot_curves
 from attnact.train.config import TrainConfig
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from attnact.experiments.arelu_mnist import ACTIVATIONS, label
-from attnact.experiments.framework import Experiment, ReportContext, Results, RunSpec, run_key
+from attnact.experiments.experiment import Experiment, ReportContext
+from attnact.experiments.keys import RunSpec, run_key
 from attnact.experiments.registry import register_experiment
 from attnact.experiments.reporting import (
     bold_best,
@@ -27,6 +28,7 @@ from attnact.experiments.reporting import (
     markdown,
     write_tables,
 )
+from attnact.experiments.results import Results
 from attnact.report.figures import plot_curves
 from attnact.train.config import TrainConfig
 

@@ -36,14 +36,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from attnact.experiments.framework import (
-    Experiment,
-    ReportContext,
-    Results,
-    RunRecord,
-    RunSpec,
-    run_key,
-)
+from attnact.experiments.experiment import Experiment, ReportContext
+from attnact.experiments.keys import RunSpec, run_key
 from attnact.experiments.registry import register_experiment
 from attnact.experiments.reporting import (
     GroupStats,
@@ -53,6 +47,8 @@ from attnact.experiments.reporting import (
     markdown,
     write_tables,
 )
+from attnact.experiments.results import Results
+from attnact.experiments.store import RunRecord
 from attnact.fileio import atomic_write_text
 from attnact.report.figures import figure, plot_curves
 from attnact.report.stats import paired_difference

@@ -47,14 +47,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from attnact.experiments.framework import (
-    Experiment,
-    ReportContext,
-    Results,
-    RunSpec,
-    run_key,
-    train_command,
-)
+from attnact.experiments.commands import train_command
+from attnact.experiments.experiment import Experiment, ReportContext
+from attnact.experiments.keys import RunSpec, run_key
 from attnact.experiments.registry import register_experiment
 from attnact.experiments.reporting import (
     GroupStats,
@@ -65,6 +60,7 @@ from attnact.experiments.reporting import (
     stats_rows,
     write_tables,
 )
+from attnact.experiments.results import Results
 from attnact.train.config import TrainConfig
 
 __all__ = [

@@ -22,7 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attnact.experiments.framework import BACKENDS, RunStore, filter_specs, reproduce
+from attnact.experiments.keys import filter_specs
+from attnact.experiments.reproduction import reproduce
+from attnact.experiments.runners import BACKENDS
+from attnact.experiments.store import RunStore
 
 __all__ = ["add_reproduce_subparser", "run_reproduce"]
 

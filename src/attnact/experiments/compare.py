@@ -29,7 +29,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from attnact.experiments.framework import DEFAULT_FIT, RunSpec, RunStore, run_grid
+from attnact.experiments.keys import DEFAULT_FIT, RunSpec
+from attnact.experiments.runners import run_grid
+from attnact.experiments.store import RunStore
 from attnact.fileio import atomic_write_json, atomic_write_text
 from attnact.report.figures import plot_curves
 from attnact.report.stats import paired_difference, summarize

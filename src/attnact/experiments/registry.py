@@ -1,8 +1,9 @@
-"""Experiment registry: names → :class:`~attnact.experiments.framework.Experiment` objects.
+"""Experiment registry: names → :class:`~attnact.experiments.experiment.Experiment` objects.
 
 The built-in experiments (:mod:`attnact.experiments.atac`, :mod:`~attnact.experiments.arelu_mnist`
 and the other AReLU modules) register on first use, so importing the framework does not import
-every experiment.
+every experiment. The registry depends on :mod:`~attnact.experiments.experiment` only;
+:func:`~attnact.experiments.reproduction.reproduce` looks experiments up here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from attnact.experiments.framework import Experiment
+from attnact.experiments.experiment import Experiment
 
 __all__ = ["get_experiment", "list_experiments", "register_experiment"]
 

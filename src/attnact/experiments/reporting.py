@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from attnact.experiments.framework import Experiment, ReportContext, Results, RunRecord
+from attnact.experiments.experiment import Experiment, ReportContext
+from attnact.experiments.results import Results
+from attnact.experiments.store import RunRecord
 from attnact.fileio import atomic_write_text
 from attnact.report.figures import figure
 from attnact.report.stats import Summary, paired_difference, summarize
