@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from attnact.data import load_arrays
-from attnact.experiments.framework import RunSpec, RunStore, execute_run
+from attnact.experiments import RunSpec, RunStore, execute_run
 from attnact.meta import (
     METRIC_COLUMNS,
     TaskSampler,

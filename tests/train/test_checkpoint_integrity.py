@@ -134,7 +134,7 @@ def test_a_second_writer_on_one_run_directory_is_refused(tmp_path, fakes, capsys
 def test_a_sweep_does_not_reuse_a_finished_run_with_a_flipped_checkpoint(tmp_path, fakes):
     """compare/reproduce: the run is refused (reported failed, with the reason), not counted
     finished and not trained over; its summary and metrics stay as they were."""
-    from attnact.experiments.framework import RunSpec, RunStore, run_grid
+    from attnact.experiments import RunSpec, RunStore, run_grid
 
     store = RunStore(tmp_path / "store")
 
