@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p, preset="demo", skip=("act",))
     p.add_argument("--acts", default=",".join(DEMO_ACTIVATIONS), help="comma-separated names")
     p.add_argument("--seeds", type=int, default=2, help="runs per activation (default 2)")
-    p.add_argument("--baseline", default="relu", help="activation the others are compared to")
+    p.add_argument("--baseline", help="activation the others are compared to, one of --acts "
+                                      "(default: relu if compared, else the first)")
     p.add_argument("--out", default=DEFAULT_COMPARE_OUT, help="output directory")
     p.add_argument("--workers", type=int, default=1,
                    help="runs trained at once, each in its own process (default 1)")

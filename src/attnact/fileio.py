@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "exclusive_lock"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "exclusive_lock",
+    "remove_stale_temporaries",
+]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -33,13 +39,39 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; restored at once
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporaries of atomic writes that a killed process left in ``directory``
+    (``.<name>.<random>.tmp``); returns them. Call it only while holding the directory's
+    writer lock: another writer's temporary is not stale."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for tmp in directory.glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Replace ``path`` with ``data`` atomically (temp file in the same dir, fsync, os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same directory: os.replace is atomic only within one filesystem.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        # mkstemp makes the file 0600; the result gets what open() would give it (the umask)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -90,8 +90,18 @@ def test_discovery_order_data_dir_then_env_then_cache(
     monkeypatch.delenv("ATTNACT_DATA")
     assert find_split_files("mnist", "train")[0].parent == cache / "mnist"
     dirs = [d for d, _ in candidate_dirs("mnist", explicit)]
-    assert dirs[:3] == [explicit / "mnist", explicit / "MNIST" / "raw", explicit]
-    assert dirs[-1] == cache
+    # an explicit data_dir is the only place searched: no fall-back to another copy
+    assert dirs == [explicit / "mnist", explicit / "MNIST" / "raw", explicit]
+    assert [d for d, _ in candidate_dirs("mnist")][-1] == cache
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        (explicit / "mnist" / name).unlink()
+    monkeypatch.setenv("ATTNACT_DATA", str(env))  # a complete copy elsewhere is not used
+    with pytest.raises(DatasetNotFoundError, match="incomplete copy in"):
+        find_split_files("mnist", "train", explicit)
+    with pytest.raises(DatasetNotFoundError, match="incomplete copy in"):
+        find_split_files("mnist", "test", explicit)
+    with pytest.raises(DatasetNotFoundError, match="not found"):
+        find_split_files("mnist", "train", tmp_path / "does-not-exist")
 
 
 def test_files_directly_under_the_root_and_extracted_forms(tmp_path, make_mnist):
@@ -119,15 +129,14 @@ def test_not_found_message_lists_places_and_fetch_command(tmp_path, monkeypatch,
         find_split_files("cifar10", "train", tmp_path / "mine")
     msg = str(err.value)
     assert isinstance(err.value, ValueError)
-    for place in (
-        tmp_path / "mine" / "cifar10",
-        tmp_path / "mine",
-        tmp_path / "env" / "cifar10",
-        tmp_path / "env",
-        clean_search_path / "cifar10",
-        clean_search_path,
-    ):
+    for place in (tmp_path / "mine" / "cifar10", tmp_path / "mine"):
         assert f"  {place}    [" in msg
+    assert str(tmp_path / "env") not in msg  # an explicit data_dir is the only place searched
+    with pytest.raises(DatasetNotFoundError) as err:
+        find_split_files("cifar10", "train")
+    for place in (tmp_path / "env" / "cifar10", tmp_path / "env", clean_search_path / "cifar10",
+                  clean_search_path):
+        assert f"  {place}    [" in str(err.value)
     assert "cifar-10-python.tar.gz (or cifar-10-batches-py)" in msg
     assert "attnact data fetch cifar10" in msg
     assert str(default_download_dir("cifar10", tmp_path / "mine")) in msg

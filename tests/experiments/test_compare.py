@@ -109,6 +109,8 @@ def test_bad_arguments(tmp_path, base):
 
 
 def test_baseline_defaults_to_first_when_absent(tmp_path, base):
+    with pytest.raises(ValueError, match="baseline 'relu' is not one of the activations"):
+        compare(["arelu", "atac"], base, tmp_path, baseline="relu", fit=FakeFit(), **QUIET)
     report = compare(["arelu", "atac"], base, tmp_path, seeds=3, fit=FakeFit(), **QUIET)
     rows = {r["activation"]: r for r in report.rows}
     assert rows["arelu"]["vs arelu (points)"] == "baseline"

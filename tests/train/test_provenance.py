@@ -148,8 +148,7 @@ def test_a_report_header_says_where_its_runs_come_from_and_which_differ(monkeypa
 
 
 def test_reproduce_retrains_only_runs_of_other_code(tmp_path):
-    from attnact.experiments import RunSpec, reproduce, run_key
-    from attnact.experiments import Experiment, RunStore
+    from attnact.experiments import Experiment, RunSpec, RunStore, reproduce, run_key
 
     calls = []
 

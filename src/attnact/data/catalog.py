@@ -450,11 +450,15 @@ def user_cache_dir() -> Path:
 def search_roots(
     name: str, data_dir: str | os.PathLike[str] | None = None
 ) -> list[tuple[Path, str]]:
-    """The roots searched for ``name``, in order, each with where it came from."""
+    """The roots searched for ``name``, in order, each with where it came from.
+
+    An explicit ``data_dir`` is the only root: a copy that is missing or incomplete there is
+    an error, never a silent fall-back to another copy (whose test split could then be paired
+    with the user's training split)."""
     info = dataset_info(name)
-    roots: list[tuple[Path, str]] = []
     if data_dir is not None:
-        roots.append((Path(data_dir).expanduser(), "data_dir argument"))
+        return [(Path(data_dir).expanduser(), "data_dir argument")]
+    roots: list[tuple[Path, str]] = []
     env = os.environ.get(ENV_DATA)
     if env:
         roots.append((Path(env).expanduser(), f"${ENV_DATA}"))

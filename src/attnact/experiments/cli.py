@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnact._checks import check_positive_int
 from attnact.experiments.keys import filter_specs
 from attnact.experiments.reproduction import reproduce
 from attnact.experiments.runners import BACKENDS
@@ -104,7 +105,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
     exp.check_preset(args.preset)
     where = _parse_where(args.where)
     if args.dry_run:
-        seeds = args.seeds or int(exp.default_seeds.get(args.preset, 1))
+        seeds = args.seeds if args.seeds is not None else int(
+            exp.default_seeds.get(args.preset, 1))
+        check_positive_int("--seeds", seeds)
         specs = filter_specs(exp.grid(args.preset, seeds), where)
         store = RunStore(args.runs or Path("runs") / "reproduce" / args.preset)
         counts: dict[str, int] = {}

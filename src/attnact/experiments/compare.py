@@ -166,7 +166,7 @@ def compare(
     out_dir: str | Path,
     *,
     seeds: int = 2,
-    baseline: str | None = "relu",
+    baseline: str | None = None,
     fit: Callable[[Any], Any] | None = None,
     log: Callable[[str], None] = print,
     workers: int = 1,
@@ -181,8 +181,8 @@ def compare(
             per run (seed index k trains with ``base_config.seed + k``).
         out_dir: the comparison's directory (runs and report go below it).
         seeds: runs per activation.
-        baseline: the activation differences and time ratios refer to (the first activation
-            if it is not among ``acts``).
+        baseline: the activation differences and time ratios refer to; one of ``acts``.
+            None: ``"relu"`` if it is among them, else the first.
         fit: the training function (``attnact.train.engine.fit``; injectable for tests).
         workers: runs trained at once; more than 1 trains in spawned worker processes (each
             with ``cores // workers`` threads) and needs ``fit=None``.
@@ -206,7 +206,10 @@ def compare(
     if workers > 1 and fit is not None:
         raise ValueError("workers > 1 trains in other processes: leave fit=None (the engine)")
     out = Path(out_dir)
-    base = baseline if baseline in acts else acts[0]
+    if baseline is not None and baseline not in acts:
+        raise ValueError(f"baseline {baseline!r} is not one of the activations compared "
+                         f"({', '.join(acts)})")
+    base = baseline if baseline is not None else ("relu" if "relu" in acts else acts[0])
 
     # Interleaved: every activation for seed 0, then seed 1 (see the module docstring).
     store = RunStore(out / "runs")

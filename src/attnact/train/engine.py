@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from attnact.fileio import exclusive_lock
+from attnact.fileio import exclusive_lock, remove_stale_temporaries
 from attnact.train.checkpoint import (
     atomic_write_json,
     atomic_write_text,
@@ -298,12 +298,19 @@ def _writer_lock(config: TrainConfig, env: DistEnv) -> Iterator[None]:
         yield
         return
     path = Path(config.out_dir) / WRITER_LOCK_NAME
-    with exclusive_lock(path) as acquired:
+    with contextlib.ExitStack() as stack:
+        try:
+            acquired = stack.enter_context(exclusive_lock(path))
+        except OSError as err:
+            raise ValueError(f"cannot write the run directory {config.out_dir}: {err.strerror} "
+                             f"({err.filename}); choose another out_dir") from None
         if not acquired:
             raise RunDirectoryBusyError(
                 f"{config.out_dir} is being written by another process (it holds {path}); "
                 "wait for it to end, or choose another out_dir"
             )
+        for tmp in remove_stale_temporaries(config.out_dir):
+            logger.info("removed %s, left by an interrupted write", tmp)
         yield
 
 

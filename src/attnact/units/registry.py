@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +58,29 @@ class ActivationSpec:
     def build(self, channels: int | None = None, **kwargs: Any) -> nn.Module:
         """Build a fresh module; ``channels`` reaches the factory only if it needs it."""
         merged = {**self.defaults, **kwargs}
+        self._check_arguments(merged)
         if self.needs_channels and channels is not None:
             return self.factory(channels, **merged)
         return self.factory(**merged)  # channel units without a count: lazy
+
+
+    def _check_arguments(self, kwargs: Mapping[str, Any]) -> None:
+        """A misspelt or foreign argument is an error naming it, not a TypeError from deep
+        inside the constructor (or, for a factory taking ``**kwargs``, passed on as is)."""
+        try:
+            params = inspect.signature(self.factory).parameters
+        except (TypeError, ValueError):  # a builtin without a signature: let it check itself
+            return
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+        allowed = [n for n, p in params.items()
+                   if n not in ("self", "channels") and p.kind is not p.VAR_POSITIONAL]
+        unknown = [k for k in kwargs if k not in allowed]
+        if unknown:
+            raise ValueError(
+                f"activation {self.name!r} has no argument {', '.join(map(repr, unknown))}; "
+                f"its arguments are {', '.join(allowed) or 'none'}"
+            )
 
 
 _REGISTRY: dict[str, ActivationSpec] = {}
