@@ -261,11 +261,11 @@ def _one_per_class(loader: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _load_model(record: RunRecord, info: Any) -> torch.nn.Module:
     from attnact.train.build import build_model, data_shape
-    from attnact.train.checkpoint import load_checkpoint
+    from attnact.train.rundir import RunDirectory
 
     config = TrainConfig.from_dict(record.summary["config"])
     model = build_model(config, data_shape(config, info))
-    model.load_state_dict(load_checkpoint(record.run_dir / "checkpoint.pt")["model"])
+    model.load_state_dict(RunDirectory(record.run_dir).load_checkpoint()["model"])
     return model.eval()
 
 

@@ -48,9 +48,10 @@ from attnact.experiments.reporting import (
 )
 from attnact.experiments.results import Results
 from attnact.experiments.store import RunRecord
-from attnact.fileio import atomic_write_bytes, atomic_write_json
+from attnact.fileio import atomic_write_json
 from attnact.report.figures import plot_curves
 from attnact.train.config import TrainConfig
+from attnact.train.rundir import RunDirectory
 
 __all__ = [
     "ACTIVATIONS",
@@ -181,7 +182,7 @@ def fit_transfer(config: TrainConfig) -> dict[str, Any]:
     ``summary.json`` (with a ``transfer`` entry: one accuracy per Table 2 row) and the
     fine-tuning run's ``metrics.csv`` are written last.
     """
-    from attnact.train.engine import evaluate, fit
+    from attnact.train.engine import METRIC_COLUMNS, evaluate, fit
 
     extra = dict(config.extra)
     allowed = {"source", "target", "pretrain_epochs", "pretrain_lr", "finetune_epochs"}
@@ -226,9 +227,11 @@ def fit_transfer(config: TrainConfig) -> dict[str, Any]:
         "pretrain_final": pre.final,
         "config": config.to_dict(),
     }
+    summary.pop("checkpoint_sha256", None)  # the phases keep their checkpoints, not this one
     if out is not None:
-        atomic_write_bytes(out / "metrics.csv", (out / "finetune" / "metrics.csv").read_bytes())
-        atomic_write_json(out / "summary.json", summary)
+        files = RunDirectory(out)
+        summary["metrics_sha256"] = files.write_metrics(tuned.history, METRIC_COLUMNS)
+        files.write_summary(summary)
     return summary
 
 

@@ -20,7 +20,6 @@ std and 95% CI over seeds, the paired difference to the baseline, the time ratio
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics
@@ -90,26 +89,18 @@ class CompareReport:
         return (self.out_dir / "table.md").read_text()
 
 
-def load_run(run_dir: Path, act: str, seed_index: int) -> RunRecord | None:
-    """The run in ``run_dir`` if it finished, else None."""
-    summary_path = run_dir / "summary.json"
-    metrics_path = run_dir / "metrics.csv"
-    if not summary_path.is_file() or not metrics_path.is_file():
-        return None
-    summary = json.loads(summary_path.read_text())
-    if summary.get("status") != "finished":
-        return None
-    with metrics_path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
+def load_run(store: RunStore, act: str, seed_index: int) -> RunRecord | None:
+    """The run of ``act`` and seed index ``seed_index`` if the store counts it finished."""
+    record = store.record(f"{act}/seed{seed_index}")
+    if record is None or not record.metrics:
         return None
     return RunRecord(
         act=act,
         seed_index=seed_index,
-        run_dir=run_dir,
-        test_top1=[float(r["test_top1"]) for r in rows],
-        epoch_time_s=[float(r["epoch_time_s"]) for r in rows],
-        summary=summary,
+        run_dir=record.run_dir,
+        test_top1=[r["test_top1"] for r in record.metrics],
+        epoch_time_s=[r.get("epoch_time_s", math.nan) for r in record.metrics],
+        summary=record.summary,
     )
 
 
@@ -232,9 +223,7 @@ def compare(
     sweep = run_grid(specs, store, workers=workers, backend="process" if workers > 1 else "inline",
                      log=log, tag="compare")
     # The store decides what is finished (a run whose checkpoint fails verification is not).
-    loaded = {(a, k): load_run(store.run_dir(f"{a}/seed{k}"), a, k)
-              if store.is_finished(f"{a}/seed{k}") else None
-              for a in acts for k in range(seeds)}
+    loaded = {(a, k): load_run(store, a, k) for a in acts for k in range(seeds)}
     missing = [f"{a}/seed{k}" for (a, k), r in loaded.items() if r is None]
     if missing:
         reasons = {o.key: o.error for o in sweep.outcomes if o.error}

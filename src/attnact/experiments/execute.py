@@ -84,7 +84,7 @@ def execute_run(
             return RunOutcome(spec.key, "busy", "another process is training this run")
         if store.is_finished(spec.key):
             return RunOutcome(spec.key, "skipped")
-        resume = (store.run_dir(spec.key) / "checkpoint.pt").is_file()
+        resume = store.files(spec.key).has_checkpoint()
         if verbose:
             write_line(f"[run] {spec.key}: {'resuming' if resume else 'training'}")
         return train_locked(spec, store, resume=resume, progress=progress, main=True)

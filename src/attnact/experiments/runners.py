@@ -193,7 +193,7 @@ def _sweep(
         _run_torchrun(todo, store, progress, main, report, say, tag)
     elif backend == "inline" or not todo:
         for spec in todo:
-            resume = (store.run_dir(spec.key) / "checkpoint.pt").is_file()
+            resume = store.files(spec.key).has_checkpoint()
             say(f"[{tag}] {spec.key}: {'resuming' if resume else 'training'}")
             report(_inline(spec, store, threads, progress))
     elif backend == "process":
@@ -234,7 +234,7 @@ def _run_torchrun(
                 elif store.is_finished(spec.key):
                     decision = ("skipped", False)
                 else:
-                    decision = ("train", (store.run_dir(spec.key) / "checkpoint.pt").is_file())
+                    decision = ("train", store.files(spec.key).has_checkpoint())
             what, resume = _broadcast(decision)
             if what == "busy":
                 report(RunOutcome(spec.key, "busy", "another process is training this run"))

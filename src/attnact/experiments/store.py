@@ -21,7 +21,6 @@ or retrained). A key whose stored configuration differs from its spec's is a
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
@@ -39,6 +38,7 @@ import yaml
 from attnact.experiments.keys import RunSpec, check_key, fit_name
 from attnact.fileio import atomic_write_json, exclusive_lock
 from attnact.train.config import config_identity
+from attnact.train.rundir import RunDirectory
 
 __all__ = ["RunRecord", "RunStore", "StoreConflictError"]
 
@@ -102,28 +102,14 @@ def _epochs_agree(rows: Sequence[Mapping[str, Any]], completed: int) -> bool:
     return epochs[-1] == completed and all(a < b for a, b in pairwise(epochs))
 
 
-def _read_metrics(path: Path) -> list[dict[str, float]]:
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    out = []
-    for row in rows:
-        parsed: dict[str, float] = {}
-        for k, v in row.items():
-            try:
-                parsed[k] = float(v) if v not in ("", None) else math.nan
-            except ValueError:
-                continue  # a non-numeric column is not a metric
-        out.append(parsed)
-    return out
-
-
 class RunStore:
     """Run directories below ``root``, one per run key (see the module docstring)."""
 
-    SPEC = "spec.json"
-    SUMMARY = "summary.json"
-    ERROR = "error.json"
-    LOCK = ".lock"
+    # the run files are RunDirectory's; the sweep log is the store's own
+    SPEC = RunDirectory.SPEC
+    SUMMARY = RunDirectory.SUMMARY
+    ERROR = RunDirectory.ERROR
+    LOCK = RunDirectory.SWEEP_LOCK
     SWEEPS = "sweeps.json"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -136,19 +122,13 @@ class RunStore:
     def run_dir(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def files(self, key: str) -> RunDirectory:
+        """The run directory of ``key`` (the owner of its files)."""
+        return RunDirectory(self.run_dir(key))
+
     # ------------------------------------------------------------------ state
     def summary(self, key: str) -> dict[str, Any] | None:
-        path = self.run_dir(key) / self.SUMMARY
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError as err:
-            # Written atomically by the engine, so this is not a half-written file: somebody
-            # edited it. Refuse rather than guess whether the run finished.
-            raise ValueError(f"{path} is not valid JSON ({err}); delete the run directory to "
-                             f"retrain it") from err
-        return data if isinstance(data, dict) else None
+        return self.files(key).read_summary()
 
     def status(self, key: str) -> str:
         """``finished``, ``unfinished`` (started, interrupted or running; or finished with a
@@ -172,12 +152,10 @@ class RunStore:
             if engine in ("failed", "diverged"):
                 return "failed"
             return "unfinished"
-        run_dir = self.run_dir(key)
-        if (run_dir / self.ERROR).is_file():
+        files = self.files(key)
+        if files.file(self.ERROR).is_file():
             return "failed"
-        if (run_dir / "checkpoint.pt").is_file() or (run_dir / "config.yaml").is_file():
-            return "unfinished"
-        return "pending"
+        return "unfinished" if files.has_started() else "pending"
 
     def is_finished(self, key: str) -> bool:
         return self.status(key) == "finished"
@@ -188,9 +166,10 @@ class RunStore:
         """Why a finished run's checkpoint cannot be reused, as (``"corrupted"`` or
         ``"replaced"``, message); None if it can be, or if the run keeps none. Verified once per
         file version: hashing reads the whole file."""
-        from attnact.train.checkpoint import CheckpointError, checkpoint_digest
+        from attnact.train.checkpoint import CheckpointError
 
-        path = self.run_dir(key) / "checkpoint.pt"
+        files = self.files(key)
+        path = files.checkpoint_path
         try:
             stat = path.stat()
         except FileNotFoundError:
@@ -198,7 +177,7 @@ class RunStore:
         version = (str(path), stat.st_size, stat.st_mtime_ns)
         if version not in self._verified:
             try:
-                self._verified[version] = ("ok", checkpoint_digest(path, allow_legacy=True))
+                self._verified[version] = ("ok", files.checkpoint_digest())
             except CheckpointError as err:
                 self._verified[version] = ("bad", str(err))
         verdict, detail = self._verified[version]
@@ -218,10 +197,9 @@ class RunStore:
             err = summary.get("error")
             text = err.get("message", "") if isinstance(err, dict) else str(err or "")
             return f"{summary.get('status')}: {text}".strip(": ")
-        path = self.run_dir(key) / self.ERROR
-        if summary is None and path.is_file():
-            data = json.loads(path.read_text())
-            return f"failed: {data.get('error', '')}"
+        error = self.files(key).read_json(self.ERROR) if summary is None else None
+        if isinstance(error, dict):
+            return f"failed: {error.get('error', '')}"
         return ""
 
     def record(self, key: str, coords: Mapping[str, Any] | None = None) -> RunRecord | None:
@@ -234,57 +212,60 @@ class RunStore:
         metrics = self._finished_metrics(key, summary)
         if metrics is None:
             return None
-        run_dir = self.run_dir(key)
         if coords is None:
-            spec_path = run_dir / self.SPEC
-            coords = json.loads(spec_path.read_text()).get("coords", {}) if (
-                spec_path.is_file()
-            ) else {}
-        return RunRecord(key, dict(coords), run_dir, summary, metrics)
+            spec = self.files(key).read_json(self.SPEC)
+            coords = spec.get("coords", {}) if isinstance(spec, dict) else {}
+        return RunRecord(key, dict(coords), self.run_dir(key), summary, metrics)
 
     def _finished_metrics(
         self, key: str, summary: Mapping[str, Any]
     ) -> list[dict[str, float]] | None:
         """The metrics.csv rows of the finished run ``key``; None if they cannot be trusted.
 
-        A summary's ``epochs_completed`` must be the CSV's last epoch. Runs of older versions
-        could be finished with the CSV an epoch behind the checkpoint (killed between the two
-        writes of the last epoch); such a CSV is rebuilt from the checkpoint's history.
+        The checkpoint is the source of truth. A CSV whose SHA-256 is not the one the summary
+        recorded (edited by hand), or whose last epoch is not the summary's
+        ``epochs_completed`` (runs of older versions, killed between the two writes of the
+        last epoch), is rebuilt from the checkpoint's history when that agrees with the
+        summary; otherwise the run counts as unfinished.
         """
-        path = self.run_dir(key) / "metrics.csv"
-        metrics = _read_metrics(path) if path.is_file() else []
+        files = self.files(key)
+        metrics = files.read_metrics()
         completed = summary.get("epochs_completed")
-        if not isinstance(completed, int) or _epochs_agree(metrics, completed):
+        recorded = summary.get("metrics_sha256")
+        edited = recorded is not None and files.metrics_digest() != recorded
+        if not edited and (not isinstance(completed, int) or _epochs_agree(metrics, completed)):
             return metrics  # nothing to check against (not the engine's summary), or it agrees
-        found = f"its last epoch is {metrics[-1].get('epoch', math.nan):g}" if metrics else (
-            "it has no rows"
-        )
-        if not path.is_file():
+        if edited:
+            found = "its contents are not those the summary recorded: edited since"
+        elif not files.file(RunDirectory.METRICS).is_file():
             found = "it is missing"
+        else:
+            found = (f"its last epoch is {metrics[-1].get('epoch', math.nan):g}" if metrics
+                     else "it has no rows")
         problem = (f"run {key}: summary.json says finished after epoch {completed} but "
                    f"metrics.csv disagrees ({found})")
         # Lazy: reading the store must not need torch unless a run has to be repaired.
-        from attnact.train.checkpoint import load_checkpoint
-        from attnact.train.engine import CHECKPOINT_FORMAT, CHECKPOINT_NAME, write_metrics_csv
+        from attnact.train.engine import CHECKPOINT_FORMAT, METRIC_COLUMNS
 
-        ckpt_path = self.run_dir(key) / CHECKPOINT_NAME
+        ckpt_path = files.checkpoint_path
         try:
-            ckpt = load_checkpoint(ckpt_path)
+            ckpt = files.load_checkpoint()
         except FileNotFoundError:
-            reason = f"there is no {CHECKPOINT_NAME} to rebuild it from"
+            reason = f"there is no {ckpt_path.name} to rebuild it from"
         except Exception as err:  # any unreadable checkpoint: the run cannot be repaired
             reason = f"{ckpt_path} cannot be read ({type(err).__name__}: {err})"
         else:
             history = ckpt.get("history")
             if ckpt.get("format") != CHECKPOINT_FORMAT:
                 # Another writer's columns (MAML): its own resume rewrites the CSV.
-                reason = f"{CHECKPOINT_NAME} is not the training engine's"
-            elif not isinstance(history, list) or not _epochs_agree(history, completed):
-                reason = f"{CHECKPOINT_NAME} disagrees too (epoch {ckpt.get('epoch')})"
+                reason = f"{ckpt_path.name} is not the training engine's"
+            elif not isinstance(history, list) or not (
+                    isinstance(completed, int) and _epochs_agree(history, completed)):
+                reason = f"{ckpt_path.name} disagrees too (epoch {ckpt.get('epoch')})"
             else:
-                write_metrics_csv(path, history)
+                files.write_metrics(history, METRIC_COLUMNS)
                 logger.warning("%s; rebuilt it from %s", problem, ckpt_path)
-                return _read_metrics(path)
+                return files.read_metrics()
         logger.warning("%s, and %s: the run counts as unfinished", problem, reason)
         return None
 
@@ -317,11 +298,12 @@ class RunStore:
     def check_config(self, spec: RunSpec) -> None:
         """Raise :class:`StoreConflictError` if ``spec.key``'s directory holds another config."""
         run_dir = self.run_dir(spec.key)
-        path = run_dir / "config.yaml"
-        if not path.is_file():
+        path = self.files(spec.key).file(RunDirectory.CONFIG)
+        text = self.files(spec.key).read_config_text()
+        if text is None:
             return
         try:
-            stored = config_identity(yaml.safe_load(path.read_text()) or {})
+            stored = config_identity(yaml.safe_load(text) or {})
         except (ValueError, yaml.YAMLError) as err:
             raise StoreConflictError(
                 f"run {spec.key}: cannot read {path} ({err}); delete {run_dir} to retrain it"
@@ -345,14 +327,14 @@ class RunStore:
             "coords": dict(spec.coords),
             "fit": fit_name(spec.fit),
         }
-        path = run_dir / self.SPEC
-        if not path.is_file() or json.loads(path.read_text()) != payload:
-            atomic_write_json(path, payload)
+        files = self.files(spec.key)
+        if files.read_json(self.SPEC) != payload:
+            files.write_json(self.SPEC, payload)
         return run_dir
 
     def write_error(self, key: str, error: BaseException) -> None:
-        atomic_write_json(
-            self.run_dir(key) / self.ERROR,
+        self.files(key).write_json(
+            self.ERROR,
             {
                 "error": f"{type(error).__name__}: {error}",
                 "traceback": traceback.format_exception(type(error), error, error.__traceback__)[
@@ -363,14 +345,13 @@ class RunStore:
         )
 
     def clear_error(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.run_dir(key) / self.ERROR).unlink()
+        self.files(key).remove(self.ERROR)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[bool]:
         """Hold ``<run dir>/.lock`` while a sweep trains the run; yields False if another
         process holds it (see :func:`attnact.fileio.exclusive_lock`)."""
-        with exclusive_lock(self.run_dir(key) / self.LOCK) as acquired:
+        with exclusive_lock(self.files(key).file(self.LOCK)) as acquired:
             yield acquired
 
     # ------------------------------------------------------------------ sweep log

@@ -29,15 +29,13 @@ framework's :class:`~attnact.experiments.framework.RunStore` understands.
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
 import logging
 import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -55,14 +53,11 @@ from attnact._checks import (
 )
 from attnact.meta.tasks import TaskBatch, TaskSampler
 from attnact.train.checkpoint import (
-    atomic_write_json,
-    atomic_write_text,
     capture_rng_state,
-    load_checkpoint,
     restore_rng_state,
-    save_checkpoint,
 )
 from attnact.train.config import TrainConfig
+from attnact.train.rundir import RunDirectory
 
 __all__ = [
     "BATCHING",
@@ -81,7 +76,6 @@ logger = logging.getLogger("attnact.meta")
 
 Params = dict[str, torch.Tensor]
 BATCHING = ("auto", "vmap", "loop")
-CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "maml-1"
 #: Columns of a MAML run's metrics.csv, one row per evaluation. ``epoch`` is the number of meta
 #: iterations done; ``train_loss``/``train_acc``: mean query loss / accuracy (%) of the last meta
@@ -521,27 +515,18 @@ def _best_row(history: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(max(history, key=lambda r: (r["test_top1"], -r["epoch"])))
 
 
-def _metrics_csv(history: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
-    return buf.getvalue()
-
-
-def _checkpoint_to_resume(out: Path | None, config: TrainConfig) -> dict[str, Any] | None:
-    if out is None:
+def _checkpoint_to_resume(
+    files: RunDirectory | None, config: TrainConfig
+) -> dict[str, Any] | None:
+    if files is None or not files.has_checkpoint():
         return None
-    path = out / CHECKPOINT_NAME
-    if not path.exists():
-        return None
+    path = files.checkpoint_path
     if not config.resume:
         raise FileExistsError(
-            f"{out} already holds a run ({CHECKPOINT_NAME}); pass resume=True to continue it, "
+            f"{files.path} already holds a run ({path.name}); pass resume=True to continue it, "
             f"or choose another out_dir"
         )
-    ckpt = load_checkpoint(path)
+    ckpt = files.load_checkpoint()
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a MAML checkpoint (format {ckpt.get('format')!r})")
     old, new = ckpt["config"], config.to_dict()
@@ -590,9 +575,18 @@ def fit_maml(config: TrainConfig) -> dict[str, Any]:
         epochs_completed, final and best metrics rows, params, wall_time_s, config, meta.
     """
     meta = MAMLSettings.from_extra(config.extra)
-    out = Path(config.out_dir) if config.out_dir is not None else None
+    files = RunDirectory(config.out_dir) if config.out_dir is not None else None
+    with files.writing() if files is not None else contextlib.nullcontext():
+        return _fit_maml(config, meta, files)
+
+
+def _fit_maml(
+    config: TrainConfig, meta: MAMLSettings, files: RunDirectory | None
+) -> dict[str, Any]:
+    """:func:`fit_maml`'s work, by the one writer of ``files``."""
+    out = files.path if files is not None else None
     session_start = time.perf_counter()
-    ckpt = _checkpoint_to_resume(out, config)
+    ckpt = _checkpoint_to_resume(files, config)
     device = _device(config.device)
 
     train_pool, test_pool, info, train_classes, test_classes = _pools(config, meta)
@@ -655,17 +649,16 @@ def fit_maml(config: TrainConfig) -> dict[str, Any]:
         }
         if error is not None:
             data["error"] = {"type": type(error).__name__, "message": str(error)}
-        if out is not None:
-            atomic_write_json(out / "summary.json", data)
+        if files is not None:
+            files.write_summary(data)
         return data
 
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        config.to_yaml(out / "config.yaml")
+    if files is not None:
+        files.write_config(config.to_yaml())
         if ckpt is not None:
             # The CSV may lag the checkpoint (killed between the two writes); a resume with no
             # iteration left would otherwise finish the run with its last row missing.
-            atomic_write_text(out / "metrics.csv", _metrics_csv(history))
+            files.write_metrics(history, METRIC_COLUMNS)
     summary("running")
     try:
         t_row = time.perf_counter()
@@ -698,11 +691,10 @@ def fit_maml(config: TrainConfig) -> dict[str, Any]:
             }
             history.append(row)
             t_row = time.perf_counter()
-            if out is not None:
+            if files is not None:
                 # Checkpoint first, CSV second (rebuilt from the checkpoint's history): after a
                 # crash the CSV may lag the checkpoint, never run ahead of it.
-                save_checkpoint(
-                    out / CHECKPOINT_NAME,
+                files.save_checkpoint(
                     {
                         "format": CHECKPOINT_FORMAT,
                         "iteration": done,
@@ -718,7 +710,7 @@ def fit_maml(config: TrainConfig) -> dict[str, Any]:
                         "torch_version": str(torch.__version__),
                     },
                 )
-                atomic_write_text(out / "metrics.csv", _metrics_csv(history))
+                files.write_metrics(history, METRIC_COLUMNS)
             logger.info(
                 "iteration %d/%d  train loss %.4f acc %.2f%%  |  test acc %.2f%% ± %.2f  |  %.1f s",
                 done, meta.iterations, row["train_loss"], row["train_acc"], row["test_top1"],

@@ -237,7 +237,10 @@ def run_train(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         if is_main:
             print(f"{prog}: diverged: {err}", file=sys.stderr)
-            print(f"summary: {Path(config.out_dir or '.') / 'summary.json'}", file=sys.stderr)
+            from attnact.train.rundir import RunDirectory
+
+            summary = RunDirectory(config.out_dir or ".").file(RunDirectory.SUMMARY)
+            print(f"summary: {summary}", file=sys.stderr)
         return EXIT_DIVERGED
     except (FileExistsError, ValueError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)

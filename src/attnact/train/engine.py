@@ -32,8 +32,6 @@ rates; accuracy after the first epoch), all expressed through :class:`TrainConfi
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import math
 import os
@@ -41,7 +39,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,15 +49,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from attnact.fileio import exclusive_lock, remove_stale_temporaries
 from attnact.train.checkpoint import (
-    atomic_write_json,
-    atomic_write_text,
     capture_rng_state,
-    checkpoint_digest,
-    load_checkpoint,
     restore_rng_state,
-    save_checkpoint,
 )
 from attnact.train.config import TrainConfig
 from attnact.train.distributed import (
@@ -71,6 +63,7 @@ from attnact.train.distributed import (
     wrap_model,
 )
 from attnact.train.optim import build_optimizer, build_scheduler
+from attnact.train.rundir import RunDirectory
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -81,18 +74,12 @@ __all__ = [
     "TrainState",
     "evaluate",
     "fit",
-    "write_metrics_csv",
 ]
 
 logger = logging.getLogger("attnact.train")
 
-CHECKPOINT_NAME = "checkpoint.pt"
-#: Held (flock) by the process writing the run directory; a sweep's claim on a run is ``.lock``.
-WRITER_LOCK_NAME = ".writer.lock"
-
-
-class RunDirectoryBusyError(ValueError):
-    """Another process is writing the run directory."""
+# the run directory's file names live in attnact.train.rundir; this one is kept for callers
+CHECKPOINT_NAME = RunDirectory.CHECKPOINT
 CHECKPOINT_FORMAT = 1
 #: Columns of metrics.csv. Accuracies are percentages; ``epoch`` counts completed epochs (1 = the
 #: first); ``lr`` is the learning rate of the epoch's first iteration (first parameter group);
@@ -297,20 +284,7 @@ def _writer_lock(config: TrainConfig, env: DistEnv) -> Iterator[None]:
     if config.out_dir is None or not env.is_main:
         yield
         return
-    path = Path(config.out_dir) / WRITER_LOCK_NAME
-    with contextlib.ExitStack() as stack:
-        try:
-            acquired = stack.enter_context(exclusive_lock(path))
-        except OSError as err:
-            raise ValueError(f"cannot write the run directory {config.out_dir}: {err.strerror} "
-                             f"({err.filename}); choose another out_dir") from None
-        if not acquired:
-            raise RunDirectoryBusyError(
-                f"{config.out_dir} is being written by another process (it holds {path}); "
-                "wait for it to end, or choose another out_dir"
-            )
-        for tmp in remove_stale_temporaries(config.out_dir):
-            logger.info("removed %s, left by an interrupted write", tmp)
+    with RunDirectory(config.out_dir).writing():
         yield
 
 
@@ -328,20 +302,22 @@ class _Run:
         self.config, self.env, self.callbacks = config, env, callbacks
         self.given_model, self.given_loaders = model, loaders
         self.out = Path(config.out_dir) if config.out_dir is not None else None
+        self.files = RunDirectory(self.out) if self.out is not None else None
         self.session_start = time.perf_counter()
         self.wall_before = 0.0  # wall time of earlier sessions of this run (resume)
         self.history: list[dict[str, Any]] = []
         self.checkpoint_sha256: str | None = None
+        self.metrics_sha256: str | None = None
         self.provenance: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.global_step = 0
 
     # -------------------------------------------------------------- setup
     def _checkpoint_to_resume(self) -> dict[str, Any] | None:
-        if self.out is None:
+        if self.files is None:
             return None
-        path = self.out / CHECKPOINT_NAME
-        if not path.exists():
+        path = self.files.checkpoint_path
+        if not self.files.has_checkpoint():
             if self.config.resume and self.env.is_main:
                 logger.info("no checkpoint in %s: starting from scratch", self.out)
             return None
@@ -350,8 +326,8 @@ class _Run:
                 f"{self.out} already holds a run ({CHECKPOINT_NAME}); pass resume=True "
                 f"(attnact train --resume) to continue it, or choose another out_dir"
             )
-        ckpt = load_checkpoint(path, map_location="cpu")
-        self.checkpoint_sha256 = checkpoint_digest(path, allow_legacy=True)
+        ckpt = self.files.load_checkpoint()
+        self.checkpoint_sha256 = self.files.checkpoint_digest()
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: unknown checkpoint format {ckpt.get('format')!r}")
         old = ckpt["config"]
@@ -426,14 +402,10 @@ class _Run:
                        hash_data=self.given_loaders is None)
 
     # -------------------------------------------------------------- files (rank 0)
-    def _write(self, name: str, text: str) -> None:
-        if self.out is not None and self.env.is_main:
-            atomic_write_text(self.out / name, text)
-
     def _write_metrics_csv(self) -> None:
-        if self.out is None or not self.env.is_main:
+        if self.files is None or not self.env.is_main:
             return
-        write_metrics_csv(self.out / "metrics.csv", self.history)
+        self.metrics_sha256 = self.files.write_metrics(self.history, METRIC_COLUMNS)
 
     def _summary(self, status: str, error: BaseException | None = None) -> dict[str, Any]:
         c = self.config
@@ -456,8 +428,10 @@ class _Run:
             "device": str(self.env.device),
             "torch_version": str(torch.__version__),
             "config": c.to_dict(),
-            # the checkpoint this summary describes: a reused run's file must be this one
+            # the checkpoint and metrics.csv this summary describes: a reused run's files must
+            # be these (the checkpoint is the truth; a CSV that differs is rebuilt from it)
             "checkpoint_sha256": self.checkpoint_sha256,
+            "metrics_sha256": self.metrics_sha256,
             # which code, versions and data made it: one record per session, oldest first
             "provenance": list(self.provenance),
         }
@@ -471,8 +445,8 @@ class _Run:
 
     def _write_summary(self, status: str, error: BaseException | None = None) -> dict[str, Any]:
         summary = self._summary(status, error)
-        if self.out is not None and self.env.is_main:
-            atomic_write_json(self.out / "summary.json", summary)
+        if self.files is not None and self.env.is_main:
+            self.files.write_summary(summary)
         return summary
 
     def wall_time(self) -> float:
@@ -547,9 +521,8 @@ class _Run:
             history=self.history,
         )
         self.provenance = [*(ckpt or {}).get("provenance", []), self._session_provenance()]
-        if self.out is not None and env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            c.to_yaml(self.out / "config.yaml")
+        if self.files is not None and env.is_main:
+            self.files.write_config(c.to_yaml())
         if ckpt is not None:
             # The CSV may lag the checkpoint by an epoch (killed between the two writes). Rebuild
             # it now, not only after the next epoch: a run killed after its last checkpoint has
@@ -633,11 +606,11 @@ class _Run:
         }
         self.history.append(row)
         rng = self._gather_rng()  # a collective: every rank, before rank 0 writes
-        if self.out is not None and env.is_main:
+        if self.files is not None and env.is_main:
             # Checkpoint first, CSV second: the CSV is rebuilt from the checkpoint's history on
             # resume, so it can lag by one epoch after a crash but never run ahead.
             state_dict = self._checkpoint_state(core, epoch + 1, rng)
-            self.checkpoint_sha256 = save_checkpoint(self.out / CHECKPOINT_NAME, state_dict)
+            self.checkpoint_sha256 = self.files.save_checkpoint(state_dict)
             self._write_metrics_csv()
         if tb is not None:
             for key in METRIC_COLUMNS[1:]:
@@ -764,20 +737,6 @@ class _Run:
 
 
 # ---------------------------------------------------------------------- helpers
-def write_metrics_csv(path: str | Path, history: Sequence[Mapping[str, Any]]) -> None:
-    """Replace ``path`` atomically with metrics.csv rows (:data:`METRIC_COLUMNS`) of ``history``.
-
-    The engine's only writer of metrics.csv; the experiment store uses it too, to rebuild the CSV
-    of a run from its checkpoint's history.
-    """
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
-    atomic_write_text(path, buf.getvalue())
-
-
 def _best_row(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The epoch with the highest test top-1 (the earliest on ties); {} before any epoch."""
     if not history:
