@@ -155,3 +155,57 @@ def test_a_sweep_does_not_reuse_a_finished_run_with_a_flipped_checkpoint(tmp_pat
     (outcome,) = sweep.outcomes
     assert outcome.status == "failed" and "corrupted" in outcome.error
     assert {n: (run / n).read_bytes() for n in kept} == kept
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    from attnact.fileio import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        path = atomic_write_text(tmp_path / "a.txt", "x")
+        assert path.stat().st_mode & 0o777 == 0o640
+        os.umask(0o022)
+        assert atomic_write_text(tmp_path / "b.txt", "x").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_temporaries_left_by_a_killed_writer_are_removed_by_the_next(tmp_path, fakes):
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = run / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    _train(fakes, _config(tmp_path))
+    assert not stale.exists()
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_an_unwritable_out_dir_is_a_clear_error(tmp_path, capsys):
+    from attnact.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["train", "--out", str(blocker / "run"), "--epochs", "1", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot write the run directory" in err and "Traceback" not in err
+
+
+def test_an_explicit_data_dir_is_the_only_copy_used(tmp_path, capsys, monkeypatch):
+    """Fashion-MNIST may be installed system-wide: an empty or partial --data-dir must not fall
+    back to it (the run would train on other data than asked)."""
+    from attnact.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for data_dir in (tmp_path / "missing", tmp_path / "empty"):
+        if data_dir.name == "empty":
+            data_dir.mkdir()
+        code = main(["train", "--dataset", "fashion_mnist", "--data-dir", str(data_dir),
+                     "--out", str(tmp_path / data_dir.name), "--epochs", "1", "--no-progress"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "not found" in err and str(data_dir) in err
+        assert "/usr/share" not in err
+        assert not (tmp_path / data_dir.name / "checkpoint.pt").exists()
