@@ -331,6 +331,19 @@ def _as_args(example_input: Any) -> tuple[Any, ...] | None:
     )
 
 
+def _run_example(model: nn.Module, args: tuple[Any, ...]) -> None:
+    """One eval-mode forward of ``model`` on the example input; a failure inside the user's
+    model is reported as a bad ``example_input``."""
+    try:
+        with _evaluating(model):
+            model(*args)
+    except Exception as exc:  # user code: report it as a bad input
+        raise ValueError(
+            f"example_input of shape {_shape_str(args)} does not fit the model: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _shape_str(args: tuple[Any, ...]) -> str:
     return ", ".join(
         str(tuple(a.shape)) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args
@@ -635,13 +648,7 @@ def _sites_from_hooks(
     handles = [m.register_forward_pre_hook(start) for path, m in modules.items() if path]
     handles += [m.register_forward_hook(record(path)) for path, m in modules.items() if path]
     try:
-        with _evaluating(model):
-            model(*args)
-    except Exception as exc:  # user code: report it as a bad input
-        raise ValueError(
-            f"example_input of shape {_shape_str(args)} does not fit the model: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        _run_example(model, args)
     finally:
         for h in handles:
             h.remove()
@@ -1064,14 +1071,7 @@ def convert_activations(
     if lazy and args is not None:
         # lazy modules (ATAC() in act_layer= slots) take their shapes from a first forward;
         # fx cannot trace them before. Run it on the copy, as the user would before training.
-        try:
-            with _evaluating(work):
-                work(*args)
-        except Exception as exc:  # user code: report it as a bad input
-            raise ValueError(
-                f"example_input of shape {_shape_str(args)} does not fit the model: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        _run_example(work, args)
         report.notes.append(f"lazy modules materialised by a first forward on example_input: "
                             f"{', '.join(lazy)}")
     elif lazy:
