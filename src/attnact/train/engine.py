@@ -50,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from attnact.train.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     restore_rng_state,
 )
@@ -98,6 +99,9 @@ METRIC_COLUMNS = (
 )
 # Fields that may change between a run and its resumption without a warning.
 _RESUME_QUIET_FIELDS = {"epochs", "resume", "progress", "tensorboard", "out_dir"}
+# What a resume reads from a checkpoint (a file without one of them cannot be resumed).
+_CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "rng_per_rank", "config",
+                              "history", "epoch", "global_step", "wall_time_s"})
 # Fields that define what the checkpoint holds: a resumed run cannot change them.
 _RESUME_FIXED_FIELDS = ("model", "act", "act_kwargs", "model_kwargs", "optimizer", "no_wd_bn_bias")
 
@@ -330,6 +334,11 @@ class _Run:
         self.checkpoint_sha256 = self.files.checkpoint_digest()
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: unknown checkpoint format {ckpt.get('format')!r}")
+        missing = sorted(_CHECKPOINT_KEYS - set(ckpt))
+        if missing:
+            raise CheckpointError(f"{path}: not a complete training checkpoint (no "
+                                  f"{', '.join(missing)}); move the run directory aside and "
+                                  "train the run again")
         old = ckpt["config"]
         new = self.config.to_dict()
         fixed = [k for k in _RESUME_FIXED_FIELDS if k in old and old[k] != new[k]]
