@@ -219,5 +219,5 @@ def test_a_checkpoint_without_the_training_state_is_refused(tmp_path, fakes):
     state = load_checkpoint(path)
     del state["model"]
     save_checkpoint(path, state)
-    with pytest.raises(CheckpointError, match="not a complete training checkpoint.*model"):
+    with pytest.raises(CheckpointError, match=r"not a complete training checkpoint.*model"):
         _train(fakes, cfg.replace(epochs=3, resume=True))
