@@ -88,6 +88,14 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    # clip the gradients' total L2 norm to this before each optimizer step (None: no clipping)
+    grad_clip_norm: float | None = None
+    # one optimizer step per this many batches, their gradients summed (each loss / k): the
+    # effective batch is batch_size × grad_accum_steps; schedules count optimizer steps
+    grad_accum_steps: int = 1
+    # evaluate (and keep in the checkpoint) an exponential moving average of the weights and
+    # buffers, updated after every optimizer step: ema = decay·ema + (1 − decay)·w
+    ema_decay: float | None = None
     # execution
     device: str = "auto"
     channels_last: bool = False
@@ -142,6 +150,16 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.gamma must be in (0, 1], got {self.gamma}")
         if self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        _positive("grad_accum_steps", self.grad_accum_steps)
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise ValueError(
+                f"TrainConfig.grad_clip_norm must be > 0 (or null: no clipping), got "
+                f"{self.grad_clip_norm}"
+            )
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(
+                f"TrainConfig.ema_decay must be in (0, 1) (or null: no EMA), got {self.ema_decay}"
+            )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(
                 f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}"
