@@ -64,6 +64,7 @@ from attnact.units.atac_function import ATACFunction, BNConfig
 from attnact.units.inputs import check_float_input
 from attnact.units.layout import LazyChannels, as_nchw, check_channel_dim
 from attnact.units.registry import register_activation
+from attnact.units.rewrite import has_hooks
 
 __all__ = [
     "ATAC",
@@ -161,18 +162,6 @@ def _is_plain_batchnorm(bn: nn.Module) -> bool:
         and type(bn).forward is _BatchNorm.forward
         and bn.affine
         and (bn.running_mean is None) == (bn.running_var is None)
-    )
-
-
-def _has_hooks(m: nn.Module) -> bool:
-    return any(
-        getattr(m, name, None)
-        for name in (
-            "_forward_hooks",
-            "_forward_pre_hooks",
-            "_backward_hooks",
-            "_backward_pre_hooks",
-        )
     )
 
 
@@ -375,7 +364,7 @@ class ATAC(LazyChannels, nn.Module):
         if batch_stats and x.numel() // x.shape[1] <= 1:
             return True  # BatchNorm raises its own error for one value per channel
         # hooks on the submodules would be bypassed by the Function
-        return auto and (_global_module_hooks() or any(map(_has_hooks, self.children())))
+        return auto and (_global_module_hooks() or any(map(has_hooks, self.children())))
 
     def extra_repr(self) -> str:
         s = (
