@@ -10,9 +10,9 @@ cost is the bytes it reads and writes divided by the bandwidth the machine susta
 * :func:`traffic` counts the bytes a call moves: every operator that reaches the dispatcher
   reads its distinct input tensors and writes its outputs once (one pass each, no reuse between
   operators: the model a roofline uses); views move nothing. Compiled
-  :class:`~attnact.units.fused.FusedKernel`\ s are counted as one operator over their arguments and results, as they run when compiled; attnact's
-  native operators declare their own passes (:data:`attnact.units.native.TRAFFIC`), since one of
-  them reads some inputs more than once.
+  :class:`~attnact.units.fused.FusedKernel` calls count as one operator over their arguments and
+  results, as they run when compiled; attnact's native operators declare their own passes
+  (:data:`attnact.units.native.TRAFFIC`), since they read some inputs more than once.
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from attnact._checks import check_choice, check_positive_int
+from attnact.units import native
 from attnact.units.atac_function import ATACFunction, BNConfig
 from attnact.units.registry import register_activation
 
@@ -304,6 +305,9 @@ class ATAC(nn.Module):
             x4.requires_grad or any(p.requires_grad for p in params)
         )
         w1, g1, b1, w2, g2, b2 = params
+        if native.ready(x4):  # the fused native operators (units/native.py)
+            return native.atac(x4, w1, g1, b1, w2, g2, b2, (rm1, rv1), (rm2, rv2), bn1, bn2,
+                               self.use_relu, keep_z1=path == "fast" and recording)
         return ATACFunction.apply(
             x4, w1, g1, b1, w2, g2, b2, rm1, rv1, rm2, rv2, bn1, bn2, self.use_relu,
             path == "memory_efficient" or not recording,
@@ -317,7 +321,8 @@ class ATAC(nn.Module):
         me = self.memory_efficient
         if me is None:
             me = memory_efficient_enabled()
-            if not me and self.implementation == "auto" and _small_on_cpu(x):
+            if (not me and self.implementation == "auto" and _small_on_cpu(x)
+                    and not native.ready(x)):
                 return "reference"
         return "memory_efficient" if me else "fast"
 
@@ -325,7 +330,9 @@ class ATAC(nn.Module):
         if self.use_global or not isinstance(x, torch.Tensor):
             return True
         auto = self.implementation == "auto"
-        if auto and (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()):
+        if auto and torch._C._are_functorch_transforms_active():
+            return True
+        if auto and torch.compiler.is_compiling() and not native.ready(x):
             return True
         if x.dtype not in (torch.float32, torch.float64) or x.numel() == 0:
             return True
