@@ -27,6 +27,7 @@
 
 #include <immintrin.h>
 
+#include <mutex>
 #include <algorithm>
 #include <type_traits>
 #include <tuple>
@@ -187,11 +188,8 @@ void store(T* dst, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t 
 }
 
 // The kernels' own intermediates (z1 kept for backward, gh1 and g*s between backward passes)
-// are stored tile by tile in the buffers' [channel][pixel] order: a plain copy each way.
-template <typename T>
-inline void tload(const T* src, int64_t tile, int64_t ch, T* buf) {
-  std::memcpy(buf, src + tile * ch * TILE, ch * TILE * sizeof(T));
-}
+// are stored tile by tile in the buffers' [channel][pixel] order: written by a copy, read in
+// place.
 template <typename T>
 inline void tstore(T* dst, int64_t tile, int64_t ch, const T* buf) {
   std::memcpy(dst + tile * ch * TILE, buf, ch * TILE * sizeof(T));
@@ -213,17 +211,52 @@ void matvec(const T* W, int64_t rows, int64_t in_ch, const T* in, T* out) {
   }
 }
 
-// acc[o][i][t] += a[o][t] * b[i][t]: the weight gradient's outer products, kept per pixel lane
-// so that the update is a vector FMA; summed over lanes when the thread flushes.
+// The weight gradients, sum over pixels of a[o] b[i] (dW2 = dz2 a^T, dW1 = dz1 x^T): the tiles'
+// rows are gathered into blocks of BLOCK tiles and each block is reduced as a small GEMM with a
+// 4 x 4 register block of accumulators (8 row loads per 16 FMAs), into double per chunk.
+constexpr int64_t BLOCK = 32;
+
 template <typename T>
-void outer(const T* a, int64_t na, const T* b, int64_t nb, T* acc) {
-  for (int64_t o = 0; o < na; ++o) {
-    const row_t<T> u = ld(a + o * TILE);
-    T* r = acc + o * nb * TILE;
+struct OuterSum {
+  int64_t na, nb, nap, nbp, filled = 0;
+  std::vector<T> A, B;  // [nap][BLOCK * TILE], [nbp][BLOCK * TILE]; padding rows stay 0
+  double* out;          // (na, nb) row-major
+  OuterSum(int64_t na_, int64_t nb_, double* out_)
+      : na(na_), nb(nb_), nap((na_ + 3) / 4 * 4), nbp((nb_ + 3) / 4 * 4),
+        A(nap * BLOCK * TILE, T(0)), B(nbp * BLOCK * TILE, T(0)), out(out_) {}
+  void add(const T* a, const T* b) {  // a tile's rows: a [na][TILE], b [nb][TILE]
+    for (int64_t o = 0; o < na; ++o)
+      std::memcpy(&A[(o * BLOCK + filled) * TILE], a + o * TILE, TILE * sizeof(T));
     for (int64_t i = 0; i < nb; ++i)
-      st(r + i * TILE, ld(r + i * TILE) + u * ld(b + i * TILE));
+      std::memcpy(&B[(i * BLOCK + filled) * TILE], b + i * TILE, TILE * sizeof(T));
+    if (++filled == BLOCK) finish();
   }
-}
+  void finish() {
+    if (filled == 0) return;
+    const int64_t len = filled;
+    for (int64_t o0 = 0; o0 < nap; o0 += 4)
+      for (int64_t i0 = 0; i0 < nbp; i0 += 4) {
+        row_t<T> acc[4][4] = {};
+        for (int64_t p = 0; p < len; ++p) {
+          row_t<T> u[4], v[4];
+          for (int k = 0; k < 4; ++k) {
+            u[k] = ld(&A[((o0 + k) * BLOCK + p) * TILE]);
+            v[k] = ld(&B[((i0 + k) * BLOCK + p) * TILE]);
+          }
+          for (int k = 0; k < 4; ++k)
+            for (int l = 0; l < 4; ++l) acc[k][l] += u[k] * v[l];
+        }
+        for (int k = 0; k < 4; ++k)
+          for (int l = 0; l < 4; ++l) {
+            if (o0 + k >= na || i0 + l >= nb) continue;
+            double s = 0;
+            for (int64_t t = 0; t < TILE; ++t) s += acc[k][l][t];
+            out[(o0 + k) * nb + i0 + l] += s;
+          }
+      }
+    filled = 0;
+  }
+};
 
 // sum over lanes of lane accumulators acc[k][t] into dst[k] (double), then zero them.
 template <typename T>
@@ -345,6 +378,39 @@ void accumulate_stats(const T* b, int64_t ch, int64_t cnt, T* lane) {
 
 constexpr int64_t FLUSH_EVERY = 32;  // tiles between flushes of the lane sums into double
 
+// Scratch memory for the intermediates between passes, kept between calls: fresh multi-MiB
+// buffers cost a page fault per 4 KiB page on first touch, which on this kind of VM took as long
+// as the pass that fills them. Buffers are handed out whole and returned at the end of a call.
+class Scratch {
+ public:
+  at::Tensor take(int64_t numel, const at::TensorOptions& opts) {
+    std::lock_guard<std::mutex> guard(mu_);
+    for (size_t i = 0; i < free_.size(); ++i) {
+      if (free_[i].numel() >= numel && free_[i].dtype() == opts.dtype()) {
+        at::Tensor t = free_[i];
+        free_.erase(free_.begin() + i);
+        return t;  // the whole buffer (at least numel elements): callers index within it
+      }
+    }
+    return at::empty({numel}, opts);
+  }
+  void give(const at::Tensor& t) {
+    if (!t.defined() || t.numel() == 0) return;
+    std::lock_guard<std::mutex> guard(mu_);
+    free_.push_back(t);
+    if (free_.size() > 8) free_.erase(free_.begin());  // bounded: the oldest goes
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<at::Tensor> free_;
+};
+
+Scratch& scratch() {
+  static Scratch s;
+  return s;
+}
+
 using Fwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using Bwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                        at::Tensor>;
@@ -370,7 +436,10 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
   const T* xp = x.data_ptr<T>();
   auto y = at::empty_like(x, fmt);
   const bool need_z1 = keep_z1 || batch1 || batch2;  // a stored z1 serves passes B and C
-  auto z1 = need_z1 ? at::empty({N, tiles.per_sample, C1, TILE}, opts) : at::empty({0}, opts);
+  // z1: a new tensor when it is kept for backward, else scratch for the passes
+  auto z1 = keep_z1 ? at::empty({N, tiles.per_sample, C1, TILE}, opts)
+            : need_z1 ? scratch().take(N * tiles.per_sample * C1 * TILE, opts)
+                      : at::empty({0}, opts);
   // statistics in double: the running-statistics update is then nn.BatchNorm2d's to the bit
   auto stat = [&](const at::Tensor& v) { return at::empty({v.size(0)}, opts.dtype(at::kDouble)); };
   at::Tensor mean1 = stat(g1), var1 = stat(g1), mean2 = stat(g2), var2 = stat(g2);
@@ -388,10 +457,10 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
         load(xp, L, n, q0, cnt, C, xb.data());
-        matvec(W1.data(), C1, C, xb.data(), zb.data());
-        tstore(zp, i, C1, zb.data());
+        T* zt = zp + i * C1 * TILE;  // z1 straight into its tile of the stored tensor
+        matvec(W1.data(), C1, C, xb.data(), zt);
         if (batch1) {
-          accumulate_stats(zb.data(), C1, cnt, lane.data());
+          accumulate_stats(zt, C1, cnt, lane.data());
           if ((i - lo + 1) % FLUSH_EVERY == 0) flush(lane.data(), 2 * C1, parts[k].data());
         }
       }
@@ -413,8 +482,7 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
       for (int64_t i = lo; i < hi; ++i) {
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
-        tload(zp, i, C1, zb.data());
-        gate.act(zb.data(), ab.data());
+        gate.act(zp + i * C1 * TILE, ab.data());
         matvec(W2.data(), C, C1, ab.data(), z2b.data());
         accumulate_stats(z2b.data(), C, cnt, lane.data());
         if ((i - lo + 1) % FLUSH_EVERY == 0) flush(lane.data(), 2 * C, parts[k].data());
@@ -438,9 +506,9 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
         load(xp, L, n, q0, cnt, C, xb.data());
-        if (zp) tload(zp, i, C1, zb.data());
-        else matvec(W1.data(), C1, C, xb.data(), zb.data());
-        gate.act(zb.data(), ab.data());
+        const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
+        if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
+        gate.act(zt, ab.data());
         matvec(W2.data(), C, C1, ab.data(), z2b.data());
         gate.sig(z2b.data(), z2b.data());
         for (int64_t e = 0; e < C * TILE; e += TILE)
@@ -449,7 +517,10 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
       }
     });
   }
-  if (!keep_z1) z1 = at::empty({0}, opts);
+  if (!keep_z1) {
+    scratch().give(z1);
+    z1 = at::empty({0}, opts);
+  }
   return Fwd{y, z1, mean1, var1, mean2, var2};
 }
 
@@ -510,6 +581,19 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   };
   const Gate<T> gate{W1.data(), W2.data(), s1.data(), t1.data(), s2.data(), t2.data(), C, C1,
                      relu};
+  // Intermediates between the passes, in tile order: B1 keeps gh2, n2 and g*s, so that B2
+  // needs neither x nor g nor the gate again (the sigmoid and W2 a are most of a pass's work);
+  // B2 keeps gh1 for B3 (and g*s when B1 did not run).
+  auto tiled = [&](bool need, int64_t ch) -> at::Tensor {
+    return need ? scratch().take(N * tiles.per_sample * ch * TILE, x.options())
+                : at::empty({0}, x.options());
+  };
+  at::Tensor gh2 = tiled(batch2, C), n2 = tiled(batch2, C), gs = tiled(batch1 || batch2, C);
+  at::Tensor gh1 = tiled(batch1, C1);
+  T* gh2p = batch2 ? gh2.data_ptr<T>() : nullptr;
+  T* n2p = batch2 ? n2.data_ptr<T>() : nullptr;
+  T* gsp = (batch1 || batch2) ? gs.data_ptr<T>() : nullptr;
+  T* ghp = batch1 ? gh1.data_ptr<T>() : nullptr;
   if (batch2) {
     for_chunks(nchunks, [&](int64_t k) {
       std::vector<T> xb(C * TILE), zb(C1 * TILE), ab(C1 * TILE), z2b(C * TILE), sb(C * TILE),
@@ -519,14 +603,26 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
         load(xp, L, n, q0, cnt, C, xb.data());
-        if (zp) tload(zp, i, C1, zb.data());
-        else matvec(W1.data(), C1, C, xb.data(), zb.data());
-        gate.act(zb.data(), ab.data());
+        const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
+        if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
+        gate.act(zt, ab.data());
         matvec(W2.data(), C, C1, ab.data(), z2b.data());
         gate.sig(z2b.data(), sb.data());
         load(gp, L, n, q0, cnt, C, gb.data());
-        gate_grad(gb.data(), xb.data(), sb.data(), hb.data());
-        b1_tile(z2b.data(), hb.data(), cnt, lane.data());
+        T* ht = gh2p + i * C * TILE;
+        T* nt = n2p + i * C * TILE;
+        T* gst = gsp + i * C * TILE;
+        gate_grad(gb.data(), xb.data(), sb.data(), ht);
+        const V mask = lanes(cnt);
+        for (int64_t c = 0; c < C; ++c) {
+          const V h = ld(ht + c * TILE) * mask;
+          const V nrm = (ld(z2b.data() + c * TILE) - m2[c]) * r2[c];
+          st(ht + c * TILE, h);  // the padding lanes get zero gradient
+          st(nt + c * TILE, nrm);
+          st(gst + c * TILE, ld(gb.data() + c * TILE) * ld(sb.data() + c * TILE));
+          st(lane.data() + c * TILE, ld(lane.data() + c * TILE) + h);
+          st(lane.data() + (C + c) * TILE, ld(lane.data() + (C + c) * TILE) + h * nrm);
+        }
         if ((i - lo + 1) % FLUSH_EVERY == 0) flush(lane.data(), 2 * C, parts2[k].data());
       }
       flush(lane.data(), 2 * C, parts2[k].data());
@@ -539,14 +635,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   // without batch statistics in BN2 its parameter gradients are summed here, and without
   // them in BN1 dz1 is final here too, so dx and dW1 are finished in this pass.
   auto dx = at::empty_like(x, fmt);
-  auto tiled = [&](int64_t ch) -> at::Tensor {
-    return batch1 ? at::empty({N, tiles.per_sample, ch, TILE}, x.options())
-                  : at::empty({0}, x.options());
-  };
-  at::Tensor gh1 = tiled(C1), gs = tiled(C);  // gh1 and g*s, kept from B2 for B3
   T* dxp = dx.data_ptr<T>();
-  T* ghp = batch1 ? gh1.data_ptr<T>() : nullptr;
-  T* gsp = batch1 ? gs.data_ptr<T>() : nullptr;
   std::vector<T> k2(C), a2(C), c2(C);  // dz2 = k2 * (gh2 - a2 - n2 * c2)
   auto g2d = g2.to(at::kDouble).contiguous();
   for (int64_t c = 0; c < C; ++c) {
@@ -568,36 +657,51 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   for_chunks(nchunks, [&](int64_t k) {
     std::vector<T> xb(C * TILE), zb(C1 * TILE), ab(C1 * TILE), z2b(C * TILE), sb(C * TILE),
         gb(C * TILE), hb(C * TILE), dab(C1 * TILE), dz1b(C1 * TILE), dxb(C * TILE),
-        lw2(C * C1 * TILE, T(0)), lw1(batch1 ? 0 : C1 * C * TILE, T(0)),
-        l2(2 * C * TILE, T(0)), l1(2 * C1 * TILE, T(0));
+        dz2b(C * TILE), dxo(C * TILE), l2(2 * C * TILE, T(0)), l1(2 * C1 * TILE, T(0));
+    OuterSum<T> ow2(C, C1, dw2_parts[k].data()), ow1(batch1 ? 0 : C1, C, dw1_parts[k].data());
     const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
     for (int64_t i = lo; i < hi; ++i) {
       int64_t n, q0, cnt;
       tiles.at(i, n, q0, cnt);
-      load(xp, L, n, q0, cnt, C, xb.data());
-      if (zp) tload(zp, i, C1, zb.data());
-      else matvec(W1.data(), C1, C, xb.data(), zb.data());
-      gate.act(zb.data(), ab.data());
-      matvec(W2.data(), C, C1, ab.data(), z2b.data());
-      gate.sig(z2b.data(), sb.data());
-      load(gp, L, n, q0, cnt, C, gb.data());
-      gate_grad(gb.data(), xb.data(), sb.data(), hb.data());
-      // n2 = (z2 - m2) r2; the padding lanes get zero gradient; dz2 into hb
+      const bool need_x = !zp || !batch2 || !batch1;
+      if (need_x) load(xp, L, n, q0, cnt, C, xb.data());
+      const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
+      if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
+      gate.act(zt, ab.data());
+      const T* h2t = hb.data();   // gh2
+      const T* n2t = z2b.data();  // n2
+      const T* gst = dxb.data();  // g * s
+      if (batch2) {  // from B1
+        h2t = gh2p + i * C * TILE;
+        n2t = n2p + i * C * TILE;
+        gst = gsp + i * C * TILE;
+      } else {
+        matvec(W2.data(), C, C1, ab.data(), z2b.data());
+        gate.sig(z2b.data(), sb.data());
+        load(gp, L, n, q0, cnt, C, gb.data());
+        gate_grad(gb.data(), xb.data(), sb.data(), hb.data());
+        for (int64_t c = 0; c < C; ++c) {
+          st(z2b.data() + c * TILE, (ld(z2b.data() + c * TILE) - m2[c]) * r2[c]);
+          st(dxb.data() + c * TILE, ld(gb.data() + c * TILE) * ld(sb.data() + c * TILE));
+        }
+        if (batch1) tstore(gsp, i, C, dxb.data());
+      }
+      // dz2 into dz2b; the padding lanes get zero gradient
       const V mask = lanes(cnt);
       for (int64_t c = 0; c < C; ++c) {
-        const V nrm = (ld(z2b.data() + c * TILE) - m2[c]) * r2[c];
-        const V h = ld(hb.data() + c * TILE) * mask;
+        const V nrm = ld(n2t + c * TILE);
+        const V h = ld(h2t + c * TILE) * mask;
         if (!batch2) {  // BN2's parameter gradients are summed here (no B1 pass)
           st(l2.data() + c * TILE, ld(l2.data() + c * TILE) + h);
           st(l2.data() + (C + c) * TILE, ld(l2.data() + (C + c) * TILE) + h * nrm);
         }
-        st(hb.data() + c * TILE, k2[c] * (h - a2[c] - nrm * c2[c]) * mask);
+        st(dz2b.data() + c * TILE, k2[c] * (h - a2[c] - nrm * c2[c]) * mask);
       }
-      outer(hb.data(), C, ab.data(), C1, lw2.data());  // dW2[c][j] += dz2[c] a[j]
-      matvec(W2T.data(), C1, C, hb.data(), dab.data());  // da = W2^T dz2
+      ow2.add(dz2b.data(), ab.data());  // dW2[c][j] += dz2[c] a[j]
+      matvec(W2T.data(), C1, C, dz2b.data(), dab.data());  // da = W2^T dz2
       // gh1 = da * relu'(h1); n1 = (z1 - m1) r1 (into zb)
       for (int64_t j = 0; j < C1; ++j) {
-        const V z = ld(zb.data() + j * TILE);
+        const V z = ld(zt + j * TILE);
         V d = ld(dab.data() + j * TILE) * mask;
         if (relu) d = z * s1[j] + t1[j] > T(0) ? d : V{};
         const V nrm = (z - m1[j]) * r1[j];
@@ -605,28 +709,24 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
         st(l1.data() + j * TILE, ld(l1.data() + j * TILE) + d);
         st(l1.data() + (C1 + j) * TILE, ld(l1.data() + (C1 + j) * TILE) + d * nrm);
       }
-      for (int64_t e = 0; e < C * TILE; e += TILE) st(dxb.data() + e, ld(gb.data() + e) * ld(sb.data() + e));
       if (batch1) {
         tstore(ghp, i, C1, dab.data());
-      } else {
+      } else {  // dz1 is final: dx and dW1 here
         for (int64_t j = 0; j < C1; ++j)
           st(dz1b.data() + j * TILE, ld(dab.data() + j * TILE) * k1[j]);
-        outer(dz1b.data(), C1, xb.data(), C, lw1.data());
+        ow1.add(dz1b.data(), xb.data());
         matvec(W1T.data(), C, C1, dz1b.data(), hb.data());
         for (int64_t e = 0; e < C * TILE; e += TILE)
-          st(dxb.data() + e, ld(dxb.data() + e) + ld(hb.data() + e));
+          st(dxo.data() + e, ld(gst + e) + ld(hb.data() + e));
+        store(dxp, L, n, q0, cnt, C, dxo.data());
       }
-      if (batch1) tstore(gsp, i, C, dxb.data());
-      else store(dxp, L, n, q0, cnt, C, dxb.data());
       if ((i - lo + 1) % FLUSH_EVERY == 0) {
-        flush(lw2.data(), C * C1, dw2_parts[k].data());
-        if (!batch1) flush(lw1.data(), C1 * C, dw1_parts[k].data());
         flush(l2.data(), 2 * C, s2_parts[k].data());
         flush(l1.data(), 2 * C1, s1_parts[k].data());
       }
     }
-    flush(lw2.data(), C * C1, dw2_parts[k].data());
-    if (!batch1) flush(lw1.data(), C1 * C, dw1_parts[k].data());
+    ow2.finish();
+    ow1.finish();
     flush(l2.data(), 2 * C, s2_parts[k].data());
     flush(l1.data(), 2 * C1, s1_parts[k].data());
   });
@@ -648,35 +748,35 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       c1[j] = static_cast<T>(sum1[C1 + j] / count);
     }
     for_chunks(nchunks, [&](int64_t k) {
-      std::vector<T> xb(C * TILE), zb(C1 * TILE), db(C1 * TILE), dxb(C * TILE), tb(C * TILE),
-          lw1(C1 * C * TILE, T(0));
+      std::vector<T> xb(C * TILE), zb(C1 * TILE), db(C1 * TILE), dxb(C * TILE), tb(C * TILE);
+      OuterSum<T> ow1(C1, C, dw1_parts[k].data());
       const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
       for (int64_t i = lo; i < hi; ++i) {
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
         load(xp, L, n, q0, cnt, C, xb.data());
-        if (zp) tload(zp, i, C1, zb.data());
-        else matvec(W1.data(), C1, C, xb.data(), zb.data());
-        tload(ghp, i, C1, db.data());
+        const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
+        if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
+        const T* gt = ghp + i * C1 * TILE;
         const V mask = lanes(cnt);
         for (int64_t j = 0; j < C1; ++j) {
-          const V nrm = (ld(zb.data() + j * TILE) - m1[j]) * r1[j];
-          st(db.data() + j * TILE, k1[j] * (ld(db.data() + j * TILE) - a1[j] - nrm * c1[j]) * mask);
+          const V nrm = (ld(zt + j * TILE) - m1[j]) * r1[j];
+          st(db.data() + j * TILE, k1[j] * (ld(gt + j * TILE) - a1[j] - nrm * c1[j]) * mask);
         }
-        outer(db.data(), C1, xb.data(), C, lw1.data());
+        ow1.add(db.data(), xb.data());
         matvec(W1T.data(), C, C1, db.data(), tb.data());
-        tload(gsp, i, C, dxb.data());
+        const T* gst = gsp + i * C * TILE;  // g * s from B2
         for (int64_t e = 0; e < C * TILE; e += TILE)
-          st(dxb.data() + e, ld(dxb.data() + e) + ld(tb.data() + e));
+          st(dxb.data() + e, ld(gst + e) + ld(tb.data() + e));
         store(dxp, L, n, q0, cnt, C, dxb.data());
-        if ((i - lo + 1) % FLUSH_EVERY == 0) flush(lw1.data(), C1 * C, dw1_parts[k].data());
       }
-      flush(lw1.data(), C1 * C, dw1_parts[k].data());
+      ow1.finish();
     });
     for (int64_t k = 0; k < nchunks; ++k)
       for (int64_t j = 0; j < C1 * C; ++j) dw1[j] += dw1_parts[k][j];
   }
 
+  for (const auto& t : {gh2, n2, gs, gh1}) scratch().give(t);
   auto dopts = at::TensorOptions().dtype(at::kDouble);
   auto to_t = [&](const std::vector<double>& v, at::IntArrayRef shape) {
     return at::from_blob(const_cast<double*>(v.data()), {static_cast<int64_t>(v.size())}, dopts)
