@@ -58,6 +58,7 @@ class Variant:
     reference: str | None = None
     compiled_kernels: bool = True  # False: attnact.set_fused(False) while this variant runs
     compile_model: bool = False  # True: the whole model under torch.compile(model)
+    native_kernels: bool = True  # False: attnact.units.native.set_native(False) while it runs
     baseline: str = "relu"  # the label whose time is 1.0 in "vs ReLU" (a compiled twin for
     # compiled models: the peer comparison is compiled against compiled)
 
@@ -74,6 +75,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("atac (memory-efficient)", "atac", {"memory_efficient": True},
             reference="atac (reference)"),
     Variant("atac (reference)", "atac", {"implementation": "reference"}),
+    # ATAC's fast and memory-efficient paths on their autograd Function instead of the native
+    # operators (what runs where the native operators do not build)
+    Variant("atac (Function)", "atac", reference="atac (reference)", native_kernels=False),
+    Variant("atac (memory-efficient, Function)", "atac", {"memory_efficient": True},
+            reference="atac (reference)", native_kernels=False),
     # The peers under torch.compile(model), side by side (DESIGN.md): the plain compositions
     # compiled with the whole network, attnact's default under the same compile, and the ReLU
     # network compiled as their baseline.
@@ -181,6 +187,20 @@ class BenchResult:
     skipped: str | None = None
 
 
+def _without_native(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with attnact's native operators switched off."""
+    from attnact.units import native
+
+    def run() -> Any:
+        native.set_native(False)
+        try:
+            return fn()
+        finally:
+            native.set_native(None)
+
+    return run
+
+
 def _without_compiled_kernels(fn: Callable[[], Any]) -> Callable[[], Any]:
     """``fn`` run with the fused kernels eager (``fused_mode(False)``)."""
     from attnact.units.fused import fused_mode
@@ -201,7 +221,8 @@ class _Steps:
 
 
 def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
-           eager: Iterable[str] = (), compiled: Iterable[str] = ()) -> _Steps:
+           eager: Iterable[str] = (), compiled: Iterable[str] = (),
+           no_native: Iterable[str] = ()) -> _Steps:
     from attnact.perf.roofline import traffic
 
     g = torch.Generator().manual_seed(seed)
@@ -245,6 +266,8 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
 
         if label in eager:
             step, forward, loss = map(_without_compiled_kernels, (step, forward, loss))
+        if label in no_native:
+            step, forward, loss = map(_without_native, (step, forward, loss))
         out.train[label], out.infer[label] = step, forward
         model.train()
         out.saved[label] = saved_bytes(loss, exclude=exclude)
@@ -309,7 +332,8 @@ def run_bench(
             log(f"[bench] {name}: {len(models)} variants, {rounds} rounds")
         eager = [v.label for v in variants if not v.compiled_kernels]
         compiled = [v.label for v in variants if v.compile_model]
-        st = _steps(host, models, seed, eager, compiled)
+        no_native = [v.label for v in variants if not v.native_kernels]
+        st = _steps(host, models, seed, eager, compiled, no_native)
         t_train = interleaved_medians(st.train, rounds=rounds, warmup=warmup)
         t_infer = interleaved_medians(st.infer, rounds=rounds, warmup=warmup)
         for v in variants:
