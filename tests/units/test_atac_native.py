@@ -273,3 +273,17 @@ def test_outer_compile_keeps_the_operators_in_one_graph():
         assert any("atac_forward" in str(n.target) for g in explained.graphs for n in g.graph.nodes)
     finally:
         attnact.set_fused(None)
+
+
+def test_declared_traffic_for_the_roofline():
+    """The bytes the roofline counts for the operators, against the passes counted by hand
+    (x: 1 unit, z₁: ½ at r = 2): forward A (x, z₁) + B (z₁) + C (x, z₁, y) = 4.5; backward
+    B1 (g, x, z₁; gh₂, n₂, g·s) 5.5 + B2 (z₁, gh₂, n₂; gh₁) 3 + B3 (x, z₁, gh₁, g·s; dx) 4."""
+    from attnact.perf.roofline import traffic
+
+    m = randomise(ATAC(16, memory_efficient=False)).train()
+    x = torch.randn(4, 16, 8, 8, requires_grad=True)
+    unit = x.numel() * 4
+    _, ops = traffic(lambda: m(x).sum().backward())
+    assert ops["attnact.atac_forward"] == 4.5 * unit
+    assert ops["attnact.atac_backward"] == 12.5 * unit

@@ -215,16 +215,22 @@ def _register_python_parts() -> None:
         return passes
 
     def bwd_bytes(args: Any, out: Any) -> int:
+        # the passes of csrc/atac.cpp's backward_impl; tile padding left out
         x, z1, batch1, batch2 = args[1], args[2], args[13], args[14]
         xb = x.numel() * x.element_size()
         zb = xb * args[3].shape[0] // x.shape[1]
-        z_read = zb if z1.numel() else 0
+        z_read = zb if z1.numel() else 0  # else z1 is recomputed from x
         total = 0
         if batch2:
-            total += 2 * xb + z_read  # B1: g, x, z1
-        total += 2 * xb + z_read + xb  # B2: g, x, z1; writes g*s (into dx)
+            total += 2 * xb + z_read + 3 * xb  # B1: reads g, x, z1; writes gh2, n2, g*s
+        need_x = not z1.numel() or not batch2 or not batch1
+        total += z_read + (xb if need_x else 0)  # B2 reads z1 (and x)
+        total += 2 * xb if batch2 else xb  # ... gh2 and n2 from B1, or g
         if batch1:
-            total += zb + xb + z_read + zb + 2 * xb  # B2 writes gh1; B3 reads gh1, x, z1, dx
+            total += zb + (0 if batch2 else xb)  # writes gh1 (and g*s)
+            total += 2 * xb + z_read + zb + xb  # B3: reads x, z1, gh1, g*s; writes dx
+        else:
+            total += (xb if batch2 else 0) + xb  # reads g*s; writes dx
         return total
 
     TRAFFIC["attnact.atac_forward"] = fwd_bytes

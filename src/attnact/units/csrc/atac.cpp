@@ -83,18 +83,7 @@ inline void sigmoid_row(const float* z, float s, float b, float* out) {
   const I e = (__builtin_convertvector(fx, I) + 127) << 23;
   V scale;
   std::memcpy(&scale, &e, sizeof(scale));
-  const V d = 1.0f + p * scale;
-#if defined(__AVX512F__)
-  // 1 / d by the 14-bit reciprocal estimate and one Newton step (relative error ~1e-8): a
-  // vector division costs more than the rest of the sigmoid on this CPU
-  V inv;
-  const __m512 dv = _mm512_loadu_ps(reinterpret_cast<const float*>(&d));
-  _mm512_storeu_ps(reinterpret_cast<float*>(&inv), _mm512_rcp14_ps(dv));
-  inv = inv * (2.0f - d * inv);
-  st(out, inv);
-#else
-  st(out, 1.0f / d);
-#endif
+  st(out, 1.0f / (1.0f + p * scale));
 }
 
 inline void sigmoid_row(const double* z, double s, double b, double* out) {
@@ -389,9 +378,9 @@ void accumulate_stats(const T* b, int64_t ch, int64_t cnt, T* lane) {
 
 constexpr int64_t FLUSH_EVERY = 32;  // tiles between flushes of the lane sums into double
 
-// Scratch memory for the intermediates between passes, kept between calls: fresh multi-MiB
-// buffers cost a page fault per 4 KiB page on first touch, which on this kind of VM took as long
-// as the pass that fills them. Buffers are handed out whole and returned at the end of a call.
+// Scratch memory for the intermediates between passes, kept between calls: a fresh multi-MiB
+// buffer costs a page fault per 4 KiB page on first touch. Buffers are handed out whole and
+// returned at the end of a call; at most eight are kept.
 class Scratch {
  public:
   at::Tensor take(int64_t numel, const at::TensorOptions& opts) {
