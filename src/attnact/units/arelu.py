@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from attnact._checks import check_choice
+from attnact.units import native
 from attnact.units.arelu_function import (
     ALPHA_RANGE,
     ELSA_FORWARD,
@@ -140,6 +141,10 @@ def arelu(
     ``inplace=True`` writes the result into x where the Function runs; the reference ignores it
     (use the return value either way).
     """
+    if implementation == "auto" and not inplace and _function_fits(x, alpha, beta) and (
+        native.arelu_ready(x, alpha, beta)
+    ):
+        return torch.ops.attnact.arelu(x, alpha, beta)  # the native operator (units/native.py)
     if implementation == "function" or (
         implementation == "auto" and _function_fits(x, alpha, beta)
     ):

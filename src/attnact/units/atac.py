@@ -24,6 +24,9 @@ Three paths compute the same values and gradients (issue #6):
   :func:`memory_efficient_mode` or the environment variable ``ATTNACT_MEMORY_EFFICIENT=1``. The
   switch is read at every forward, so it changes the path of existing modules too.
 
+On CPU the fast and memory-efficient paths run attnact's fused native operators instead of the
+Function where they build (:mod:`attnact.units.native`; the fast path then saves x and z₁).
+
 BatchNorm keeps ``nn.BatchNorm2d``'s semantics on every path: in training the batch statistics
 (biased variance) normalise, and running_mean/running_var are updated once per forward with the
 module's momentum (cumulative average when momentum is None), num_batches_tracked counts up;
@@ -37,8 +40,10 @@ autocast; dtypes other than float32/float64; devices other than CPU and CUDA (e.
 tensors of shape and FLOP probes); submodules replaced or changed (a SyncBatchNorm, a convolution
 with bias, ...) or carrying hooks, module-level or global (``FlopCounterMode``'s module
 tracker), which the Function would bypass; one value per channel in training (so the reference
-raises BatchNorm's own error); and, on CPU, a small input on the default path (``memory_efficient``
-left at None with the global switch off): see :data:`CPU_FAST_PATH_MIN`. ``"function"`` takes the
+raises BatchNorm's own error); and, on CPU without the native operators, a small input on the
+default path (``memory_efficient`` left at None with the global switch off): see
+:data:`CPU_FAST_PATH_MIN`. Inside an outer ``torch.compile`` the native operators, where built,
+stay in the graph (one operator each way, no graph break). ``"function"`` takes the
 Function wherever its structure fits
 (same submodules, dtypes, no autocast), also under an outer compile or with hooks, which it then
 bypasses (benchmarks); ``"reference"`` the composition.

@@ -1,4 +1,22 @@
-"""attnact's native CPU operators: ATAC's forward and backward as fused C++ kernels.
+"""attnact's native CPU operators: ATAC (Eq. 4-5 of the ATAC paper) forward and backward as
+fused C++ kernels.
+
+What they compute is :class:`~attnact.units.atac_function.ATACFunction`'s: z₁ = W₁x,
+a = δ(BN₁(z₁)), z₂ = W₂a, y = σ(BN₂(z₂)) ⊙ x, with nn.BatchNorm2d's semantics (batch statistics
+in training, running ones in eval, either per BatchNorm). Where the Function calls the native
+1×1 convolutions and separate element-wise kernels, ``csrc/atac.cpp`` runs the per-pixel
+C → C/r → C MLP on tiles of 16 pixels held in registers and cache, with the element-wise work
+and the per-channel sums the next pass needs in the same pass. The passes the data dependencies
+leave (BN₁'s statistics need all of z₁ before any a, BN₂'s all of z₂ before any σ, and each
+BatchNorm's input gradient two sums over the whole batch first):
+
+* forward, training: A (x → z₁, its sums), B (z₁ → a → z₂, its sums), C (x, z₁ → y); in eval
+  one pass, x → y;
+* backward: B1 (BN₂'s sums; keeps gh₂, n₂ and g·σ for B2), B2 (dz₂, ∂W₂, da, gh₁ and BN₁'s
+  sums), B3 (dz₁, ∂W₁, dx).
+
+Saved for backward: x and z₁ on the fast path (``keep_z1``), x only on the memory-efficient path
+(z₁ is recomputed in each backward pass), plus per-channel statistics.
 
 The kernels live in ``csrc/`` (package data) and are built on first use with
 ``torch.utils.cpp_extension.load`` (g++ and ninja; ninja comes with the package's
@@ -10,15 +28,24 @@ cache shared with a different CPU does not load a binary that this one cannot ru
 Registered with ``torch.library``: ``attnact::atac_forward`` and ``attnact::atac_backward``
 (C++ kernels), fake-tensor implementations (so that ``torch.compile`` and ``torch.export``
 trace them without running them), and autograd for the forward (its backward calls
-``attnact::atac_backward``). :func:`atac` is the entry point the ATAC module calls.
+``attnact::atac_backward``, which itself refuses to be differentiated). :func:`atac` is the
+entry point the ATAC module calls; it also updates the running statistics.
 
 :func:`available` says whether the operators can be used here (``None`` from :func:`why_not`),
-else the reason: ``ATTNACT_NO_NATIVE=1``, no C++ compiler, or the build failed (a warning says
-why once; the ATAC module then takes its other paths).
+else the reason: ``ATTNACT_NO_NATIVE=1`` or :func:`set_native` ``(False)``, no C++ compiler, or
+the build failed (a warning says why once; ATAC then takes its autograd Function). CPU only:
+on CUDA ATAC keeps the Function and its compiled kernels.
+
+AReLU (Eq. 7 of the AReLU paper) is ``attnact::arelu`` (``csrc/arelu.cpp``): one element-wise
+pass each way, saving y as :class:`~attnact.units.arelu_function.AReLUFunction` does, with its
+autograd in C++ so that no Python runs per call; a backward with ``create_graph=True``
+differentiates ATen operations instead, so double backward works. ELSA wraps an arbitrary
+activation that its backward recomputes, and stays on its Function.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import threading
@@ -29,7 +56,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["TRAFFIC", "atac", "available", "build", "ready", "set_native", "why_not"]
+__all__ = ["TRAFFIC", "arelu_ready", "atac", "available", "build", "ready", "set_native",
+           "why_not"]
 
 ENV_NO_NATIVE = "ATTNACT_NO_NATIVE"
 _CSRC = Path(__file__).with_name("csrc")
@@ -69,9 +97,19 @@ def _flags() -> list[str]:
     return []
 
 
+_SOURCES = ("atac.cpp", "arelu.cpp")
+
+
 def _name() -> str:
+    """The extension's name: the instruction set and a hash of the sources, so that a cache
+    never serves a binary built from other sources or for another CPU (and a rebuild never
+    overwrites a library that a running process has loaded)."""
     cap = torch.backends.cpu.get_cpu_capability().lower()
-    return f"attnact_native_{cap}"
+    digest = hashlib.sha256()
+    for src in _SOURCES:
+        digest.update((_CSRC / src).read_bytes())
+    digest.update(" ".join(_flags()).encode())
+    return f"attnact_native_{cap}_{digest.hexdigest()[:10]}"
 
 
 def _ninja_on_path() -> None:
@@ -97,7 +135,7 @@ def build() -> None:
         _ninja_on_path()
         cpp_extension.load(
             name=_name(),
-            sources=[str(_CSRC / "atac.cpp")],
+            sources=[str(_CSRC / src) for src in _SOURCES],
             extra_cflags=["-O3", "-fno-math-errno", *_flags()],
             is_python_module=False,
             verbose=False,
@@ -233,8 +271,36 @@ def _register_python_parts() -> None:
             total += (xb if batch2 else 0) + xb  # reads g*s; writes dx
         return total
 
+    for name in ("attnact::arelu", "attnact::arelu_forward"):
+        torch.library.register_fake(name)(_arelu_fake)
+
+    @torch.library.register_fake("attnact::arelu_backward")
+    def _(grad, y, alpha, beta):
+        return torch.empty_like(y), torch.empty_like(alpha), torch.empty_like(beta)
+
     TRAFFIC["attnact.atac_forward"] = fwd_bytes
     TRAFFIC["attnact.atac_backward"] = bwd_bytes
+
+
+def _arelu_fake(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    from torch._prims_common import (
+        is_non_overlapping_and_dense_or_false as is_non_overlapping_and_dense,
+    )
+
+    return torch.empty_like(x if is_non_overlapping_and_dense(x) else x.contiguous())
+
+
+def arelu_ready(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> bool:
+    """Whether AReLU on ``x`` takes ``attnact::arelu``: a float32/float64 CPU tensor, one-element
+    α and β, the switch on, the operators built, and not under TorchScript tracing or ONNX
+    export (nor inside ``torch.compile``, where the caller gives inductor the reference)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    if alpha.numel() != 1 or beta.numel() != 1 or not _switched_on():
+        return False
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    return _state["loaded"] or why_not() is None
 
 
 def _format(x: torch.Tensor) -> torch.memory_format:
