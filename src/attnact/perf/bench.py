@@ -66,8 +66,9 @@ class Variant:
 VARIANTS: tuple[Variant, ...] = (
     Variant("relu", "relu"),
     Variant("arelu", "arelu", reference="arelu (reference)"),
-    Variant("arelu (eager kernels)", "arelu", reference="arelu (reference)",
-            compiled_kernels=False),
+    Variant("arelu (Function)", "arelu", reference="arelu (reference)", native_kernels=False),
+    Variant("arelu (Function, eager kernels)", "arelu", reference="arelu (reference)",
+            compiled_kernels=False, native_kernels=False),
     Variant("arelu (reference)", "arelu", {"implementation": "reference"}),
     Variant("elsa_gelu", "elsa_gelu", reference="elsa_gelu (reference)"),
     Variant("elsa_gelu (reference)", "elsa_gelu", {"implementation": "reference"}),
@@ -230,6 +231,13 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
     y = torch.randint(0, host.num_classes, (host.batch,), generator=g)
     out = _Steps()
     compiled = set(compiled)
+    if compiled:
+        # Every compiled model shares the host's forward code objects; each model, mode and
+        # grad state is a guard set of its own, and at dynamo's default limit of 8 per code
+        # object the later models would silently run eagerly.
+        cfg = torch._dynamo.config
+        cfg.recompile_limit = max(cfg.recompile_limit, 64)
+        cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 1024)
     for label, model in models.items():
         model = model.to(memory_format=torch.channels_last) if host.channels_last else model
         params = list(model.parameters())
