@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -28,6 +29,9 @@ constexpr int64_t W = 16;               // elements per vector row
 template <typename T>
 struct Vec {
   typedef T type __attribute__((vector_size(W * sizeof(T))));
+  // the integer vector of the same width (the sign bit test)
+  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> int_t;
+  typedef int_t itype __attribute__((vector_size(W * sizeof(T))));
 };
 
 // The slopes in x's dtype, computed as the reference composition computes them: C(alpha) and
@@ -116,8 +120,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> arelu_backward(const at::Tensor& 
           V vy, vg;
           std::memcpy(&vy, yp + i, sizeof(vy));
           std::memcpy(&vg, gp + i, sizeof(vg));
-          // the sign bit of y (x < 0): y < 0 misses -0, and 1 / y < 0 catches it
-          const auto below = (vy < 0) | (1 / vy < 0);
+          // the sign bit of y (x < 0), read as the sign of y's bits as an integer
+          typename Vec<scalar_t>::itype bits;
+          std::memcpy(&bits, &vy, sizeof(bits));
+          const auto below = bits < 0;
           const V d = below ? vg * sn : vg * sp;
           std::memcpy(dp + i, &d, sizeof(d));
           const V gy = vg * vy;
