@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -26,15 +27,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if wanted is not None and not any(v.label != "relu" for v in variants):
         raise ValueError(f"--variants {args.variants}: none known (labels: "
                          f"{', '.join(v.label for v in VARIANTS)})")
+    if args.no_compiled_models:
+        variants = [v for v in variants if not v.compile_model]
     if not any(v.label == "relu" for v in variants):
         variants.insert(0, VARIANTS[0])
+    labels = {v.label for v in variants}
+    variants += [b for b in VARIANTS
+                 if b.label in {v.baseline for v in variants} - labels]
     for host in hosts:  # every name checked before anything is measured
         resolve_host(host)
+    from attnact.perf.roofline import measure_bandwidth
+
+    load = [os.getloadavg()[0]]
+    bandwidth = {"dram": measure_bandwidth()["best"],
+                 "cache": measure_bandwidth(8 * 2**20, repeats=30)["best"]}
     results = run_bench(hosts, variants, rounds=args.rounds, warmup=args.warmup,
-                        log=None if args.quiet else lambda m: print(m, file=sys.stderr))
+                        log=None if args.quiet else lambda m: print(m, file=sys.stderr),
+                        bandwidth=bandwidth)
+    load.append(os.getloadavg()[0])
     command = "attnact bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     files = write_bench(results, args.out, name=args.name or f"bench-{timestamp()}",
-                        command=command.strip(), rounds=args.rounds)
+                        command=command.strip(), rounds=args.rounds, bandwidth=bandwidth,
+                        load=load)
     print(files["md"].read_text())
     for kind, path in files.items():
         print(f"{kind:<5} {path}")
@@ -61,6 +75,8 @@ def add_bench_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
     p.add_argument("--out", default="benchmarks", help="output directory")
     p.add_argument("--name", help="file name stem (default: bench-<timestamp>)")
+    p.add_argument("--no-compiled-models", action="store_true",
+                   help="leave out the variants under torch.compile(model) (they compile first)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_bench)
     return p

@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from attnact._checks import check_choice
+from attnact.units import native
 from attnact.units.arelu_function import (
     ALPHA_RANGE,
     ELSA_FORWARD,
@@ -149,6 +150,10 @@ def arelu(
     (use the return value either way). Integer and bool inputs raise ``TypeError``.
     """
     check_float_input(x, "AReLU")
+    if implementation == "auto" and not inplace and _function_fits(x, alpha, beta) and (
+        native.arelu_ready(x, alpha, beta)
+    ):
+        return torch.ops.attnact.arelu(x, alpha, beta)  # the native operator (units/native.py)
     if implementation == "function" or (
         implementation == "auto" and _function_fits(x, alpha, beta)
     ):
