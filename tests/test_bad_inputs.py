@@ -932,7 +932,7 @@ def test_control_cli_bases_are_accepted(cli_env: dict[str, str],
 def test_control_api_bases_are_accepted(mnist_dir: Path, tmp_path: Path,
                                         no_training: None) -> None:
     train, test, info = _loaders(mnist_dir)
-    assert info.name == "mnist" and len(test.images) == 8
+    assert info.name == "mnist" and train.batch_size == 4 and len(test.images) == 8
     assert _fit(_tiny_config(mnist_dir, tmp_path)).summary["status"] == "finished"
     assert _compare(mnist_dir, tmp_path).files
     with pytest.raises(WouldTrain):  # good arguments reach the (patched) data check

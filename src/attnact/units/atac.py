@@ -269,7 +269,7 @@ class ATAC(LazyChannels, nn.Module):
             )
         # inf passes `r > 0` but leaves no bottleneck channel (and no placeholder width)
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < math.inf:
-            raise ValueError(f"r (the reduction ratio) must be a finite positive number, got {r!r}")
+            raise ValueError(f"r (the reduction ratio) must be positive and finite, got {r!r}")
         self.r = r
         self.use_relu = check_bool("use_relu", use_relu)
         self.use_global = check_bool("use_global", use_global)
