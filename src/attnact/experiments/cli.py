@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attnact._checks import check_positive_int
+from attnact._checks import check_directory_argument, check_positive_int
 from attnact.experiments.keys import filter_specs
 from attnact.experiments.reproduction import reproduce
 from attnact.experiments.runners import BACKENDS
@@ -112,6 +112,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
         )
     if args.dry_run and args.report_only:
         raise ValueError("--dry-run and --report-only exclude each other")
+    check_directory_argument("--out", args.out)
+    check_directory_argument("--runs", args.runs)
     exp = get_experiment(args.experiment)
     exp.check_preset(args.preset)
     where = _parse_where(args.where)

@@ -13,6 +13,7 @@ __all__ = ["add_bench_subparser"]
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
+    from attnact._checks import check_directory_argument
     from attnact.perf.bench import VARIANTS, resolve_host, run_bench, timestamp, write_bench
 
     if args.threads is not None:
@@ -21,7 +22,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    if not hosts:
+        raise ValueError(f"--hosts {args.hosts!r} names no host")
+    check_directory_argument("--out", args.out)
+    if args.name is not None and (not args.name.strip() or "/" in args.name
+                                  or args.name in (".", "..")):
+        raise ValueError(f"--name must be a file name stem (no '/'), got {args.name!r}")
     wanted = [v.strip() for v in args.variants.split(",")] if args.variants else None
     variants = [v for v in VARIANTS if wanted is None or v.label in wanted or v.act in wanted]
     if wanted is not None and not any(v.label != "relu" for v in variants):

@@ -264,6 +264,9 @@ def fit(
         ValueError: a bad setting (unknown model or dataset, batch not divisible by the world
             size, resuming with another model, activation or optimizer).
     """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"fit: config must be a TrainConfig (TrainConfig.preset(name), "
+                         f"TrainConfig.from_dict(...)), got {type(config).__name__}")
     if resume is not None and resume != config.resume:
         config = config.replace(resume=resume)
     if config.extra:

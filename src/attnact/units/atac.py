@@ -64,7 +64,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from attnact._checks import check_choice, check_positive_int
+from attnact._checks import check_bool, check_choice, check_positive_int
 from attnact.units import native
 from attnact.units.atac_function import ATACFunction, BNConfig
 from attnact.units.inputs import check_float_input
@@ -262,11 +262,12 @@ class ATAC(LazyChannels, nn.Module):
                 "memory_efficient=True needs implementation 'auto' or 'function', "
                 "got implementation='reference'"
             )
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0:
-            raise ValueError(f"r (the reduction ratio) must be positive, got {r!r}")
+        # inf passes `r > 0` but leaves no bottleneck channel (and no placeholder width)
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < math.inf:
+            raise ValueError(f"r (the reduction ratio) must be positive and finite, got {r!r}")
         self.r = r
-        self.use_relu = use_relu
-        self.use_global = use_global
+        self.use_relu = check_bool("use_relu", use_relu)
+        self.use_global = check_bool("use_global", use_global)
         self.memory_efficient = memory_efficient
         self.implementation = implementation
         self.channel_dim = check_channel_dim(channel_dim)
