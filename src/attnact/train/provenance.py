@@ -53,8 +53,11 @@ def git_state(root: Path = _SOURCE_ROOT) -> dict[str, Any] | None:
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
                                 capture_output=True, text=True, timeout=10).stdout.strip()
+        # --no-optional-locks: status would otherwise refresh the index under index.lock and
+        # could make the user's own git commands fail while a run starts
         status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "src", "pyproject.toml"],
+            ["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain", "--",
+             "src", "pyproject.toml"],
             check=True, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
