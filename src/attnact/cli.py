@@ -170,23 +170,30 @@ def _add_missing_extra_stub(sub: Any, command: str, message: str) -> None:
     p.set_defaults(func=refuse)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class _VersionAction(argparse.Action):
+    """``--version``: attnact's and torch's versions, looked up only when asked for."""
 
-    import torch
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the versions and exit")
 
-    try:
-        ours = version("attnact")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        ours = "unknown"
-    return f"attnact {ours} (torch {torch.__version__})"
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import torch
+
+        try:
+            ours = version("attnact")
+        except PackageNotFoundError:  # a source tree that was never installed
+            ours = "unknown"
+        print(f"attnact {ours} (torch {torch.__version__})")  # stdout, as argparse's own
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnact", description="Attentional activation functions: ATAC, AReLU, ELSA."
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     for command, adder in _SUBCOMMANDS:
         try:
