@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "check_bool",
     "check_choice",
+    "check_directory_argument",
     "check_fraction",
     "check_int",
     "check_kwargs",
@@ -44,6 +48,14 @@ def check_int(
         reason = f" ({why})" if why else ""
         raise ValueError(f"{name} must be {allowed}{reason}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``True`` or ``False`` only: a string such as ``"no"`` is truthy and would mean the
+    opposite of what was written."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def check_positive_number(name: str, value: object) -> float:
@@ -80,3 +92,20 @@ def check_known_keys(keys: Iterable[str], allowed: Sequence[str], *, what: str) 
             close = difflib.get_close_matches(key, list(allowed), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"unknown {what} {key!r}{hint} (allowed: {', '.join(allowed)})")
+
+
+def check_directory_argument(name: str, value: str | os.PathLike[str] | None) -> None:
+    """``value`` names a directory that exists or can be made: not ``""`` (``Path("")`` is the
+    working directory) and not an existing file."""
+    if value is None:
+        return
+    if not isinstance(value, (str, os.PathLike)) or not str(os.fspath(value)).strip():
+        raise ValueError(f"{name} must name a directory, got {value!r}")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} {path} is a file, not a directory")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{name} {path}: {parent} is a file, not a directory")
+            break

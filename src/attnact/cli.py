@@ -43,8 +43,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<16} input {size:<10} {spec.num_classes:>5} classes  {spec.description}")
         return 0
     from attnact.data import datasets_rows
+    from attnact.data.commands import check_data_dir
 
-    for row in datasets_rows(getattr(args, "data_dir", None)):
+    check_data_dir(args.data_dir)
+    for row in datasets_rows(args.data_dir):
         where = row.location if row.found else "not found"
         print(f"{row.name:<14} {row.description}  [{where}]")
     return 0
@@ -73,9 +75,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from attnact._checks import check_directory_argument
     from attnact.experiments.compare import compare
     from attnact.train.cli import config_from_args
 
+    # compare sets each run's activation from --acts: an act= override would be dropped
+    for item in [*args.sets, *args.overrides]:
+        if item.partition("=")[0].strip() == "act":
+            raise ValueError(f"{item!r}: compare trains the activations of --acts; "
+                             "name them there")
+    check_directory_argument("--out", args.out)
     config = config_from_args(args)
     if args.quiet:
         config = config.replace(progress=False)

@@ -61,8 +61,14 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from attnact.units.atac import ATAC
-from attnact.units.convert import _FX_PRESERVED_ATTRS
 from attnact.units.layout import as_nchw, check_channel_dim
+from attnact.units.rewrite import (
+    LeafTracer,
+    attach_attribute,
+    has_hooks,
+    module_paths,
+    set_module,
+)
 
 __all__ = [
     "FoldedPair",
@@ -294,12 +300,6 @@ def _is_atac_like(m: nn.Module) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _has_hooks(m: nn.Module) -> bool:
-    # Folding would drop the module (BN) or change what its hooks see (conv).
-    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return any(getattr(m, name, None) for name in names)
-
-
 def _is_conv(m: nn.Module) -> bool:
     return isinstance(m, tuple(_BN_FOR_CONV))
 
@@ -313,7 +313,7 @@ def _conv_problem(conv: nn.Module) -> str | None:
         return f"{type(conv).__name__} has its own forward"
     if parametrize.is_parametrized(conv):
         return "its weight is parametrized"
-    if _has_hooks(conv):
+    if has_hooks(conv):
         return "it has forward hooks"
     if nn.parameter.is_lazy(conv.weight):
         return "its weight is not initialised (lazy module)"
@@ -330,45 +330,21 @@ def _pair_problem(conv: nn.Module, bn: nn.Module) -> str | None:
         return f"{type(bn).__name__} does not match {base.__name__}"
     if type(bn).forward not in (_BatchNorm.forward, nn.SyncBatchNorm.forward):
         return f"{type(bn).__name__} has its own forward"
-    if _has_hooks(bn):
+    if has_hooks(bn):
         return "the BatchNorm has forward hooks"
     if bn.num_features != conv.out_channels:  # type: ignore[union-attr]
         return f"BatchNorm width {bn.num_features} != conv out_channels {conv.out_channels}"
     return None
 
 
-class _PairTracer(fx.Tracer):
-    """fx tracer that keeps the stack of modules being traced, so a failure names its module.
-
-    attnact activation units and the ATAC-like units fused by type are leaves; so are modules
-    (by instance) and classes marked opaque after a failed trace.
-    """
-
-    def __init__(self, leaves: set[int], opaque_ids: set[int], opaque_types: set[type]) -> None:
-        super().__init__()
-        self._leaves = leaves
-        self._opaque_ids = opaque_ids
-        self._opaque_types = opaque_types
-        self.stack: list[nn.Module] = []
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if (
-            id(m) in self._leaves
-            or id(m) in self._opaque_ids
-            or type(m) in self._opaque_types
-            or isinstance(m, FusedATAC)
-            or type(m).__module__.startswith("attnact.units.")
-        ):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
-
-    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
-        if self.is_leaf_module(m, ""):
-            return super().call_module(m, forward, args, kwargs)
-        self.stack.append(m)
-        out = super().call_module(m, forward, args, kwargs)
-        self.stack.pop()  # not reached when tracing m fails: the stack then names the culprit
-        return out
+def _pair_tracer(leaves: set[int], opaque_ids: set[int], opaque_types: set[type]) -> LeafTracer:
+    """The tracer for pair search: attnact units and FusedATAC are leaves, and so are the
+    ATAC-like units fused by type and the modules (by instance) and classes marked opaque after
+    a failed trace; its ``stack`` names the module a failed trace was in."""
+    return LeafTracer(
+        (FusedATAC,),
+        lambda m: id(m) in leaves or id(m) in opaque_ids or type(m) in opaque_types,
+    )
 
 
 @dataclass
@@ -388,7 +364,7 @@ def _trace(
     opaque_types: set[type] = set()
     n_modules = sum(1 for _ in root.modules())
     for _ in range(n_modules + 1):
-        tracer = _PairTracer(leaves, opaque_ids, opaque_types)
+        tracer = _pair_tracer(leaves, opaque_ids, opaque_types)
         try:
             return tracer.trace(root), opaque_ids, opaque_types, None
         except Exception as exc:  # fx raises many types on untraceable user code
@@ -527,19 +503,6 @@ def _find_pairs(root: nn.Module, unit_ids: set[int]) -> _Found:
 # ---------------------------------------------------------------------------------------------
 
 
-def _alias_paths(root: nn.Module) -> dict[int, list[str]]:
-    paths: dict[int, list[str]] = {}
-    for p, m in root.named_modules(remove_duplicate=False):
-        paths.setdefault(id(m), []).append(p)
-    return paths
-
-
-def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, leaf = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    parent.add_module(leaf, module)
-
-
 def _count_bn(model: nn.Module) -> int:
     return sum(1 for m in model.modules() if isinstance(m, _BatchNorm))
 
@@ -582,7 +545,7 @@ def fuse_for_inference(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     work = model if inplace else copy.deepcopy(model)
     work.eval()
     report = FusionReport(bn_before=_count_bn(work))
-    aliases = _alias_paths(work)
+    aliases = module_paths(work)
 
     # ATAC-like units, found by type. A unit registered at several paths is one module: fused
     # once and put back at every path.
@@ -621,7 +584,7 @@ def fuse_for_inference(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         fused = FusedATAC.from_unit(unit)
         for alias in aliases[id(unit)]:
             if alias:
-                _set_module(work, alias, fused)
+                set_module(work, alias, fused)
             else:  # the model is itself a unit: the result is a new module
                 work = fused
         report.units.append(path)
@@ -639,8 +602,8 @@ def fuse_for_inference(model: nn.Module, *, inplace: bool = False) -> nn.Module:
                 for m in shared
             )
             continue
-        _set_module(work, conv_path, _fold(conv, bn))
-        _set_module(work, bn_path, nn.Identity().train(False))
+        set_module(work, conv_path, _fold(conv, bn))
+        set_module(work, bn_path, nn.Identity().train(False))
         report.folded.append(FoldedPair(conv_path, bn_path, how))
 
     for path, m in work.named_modules():
@@ -657,10 +620,7 @@ def fuse_for_inference(model: nn.Module, *, inplace: bool = False) -> nn.Module:
             report.left.append(UnfoldedBN(path, reason))
     report.bn_after = _count_bn(work)
 
-    setattr(work, REPORT_ATTR, report)
-    if isinstance(work, fx.GraphModule):
-        # GraphModule.__deepcopy__ rebuilds the module and keeps only attributes listed here.
-        work.meta.setdefault(_FX_PRESERVED_ATTRS, {})[REPORT_ATTR] = report
+    attach_attribute(work, REPORT_ATTR, report)
     return work
 
 

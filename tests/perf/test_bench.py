@@ -43,14 +43,17 @@ def test_run_bench_rows(tiny_hosts):
                 Variant("bogus", "relu", {"no_such_option": 1}),
                 Variant("arelu (eager kernels)", "arelu", reference="arelu (reference)",
                         compiled_kernels=False))
-    rows = run_bench(("tiny_unit", "tiny_mnist"), variants, rounds=1, warmup=0)
+    rows = run_bench(("tiny_unit", "tiny_mnist"), variants, rounds=1, warmup=0,
+                     bandwidth={"dram": 1e10})
     by = {(r.host, r.variant): r for r in rows}
     assert len(rows) == 10
     assert by[("tiny_unit", "arelu (eager kernels)")].saved_bytes == (
         by[("tiny_unit", "arelu")].saved_bytes)
     for host in ("tiny_unit", "tiny_mnist"):
-        relu = by[(host, "relu")]
-        assert relu.train_vs_relu == relu.infer_vs_relu == relu.saved_vs_relu == 1.0
+        relu, arelu = by[(host, "relu")], by[(host, "arelu (reference)")]
+        # a ratio is the variant's figure over ReLU's (saved bytes are deterministic counts)
+        assert arelu.saved_vs_relu == pytest.approx(arelu.saved_bytes / relu.saved_bytes)
+        assert arelu.train_vs_relu > 0 and arelu.infer_vs_relu > 0
         assert by[(host, "arelu")].train_vs_reference is not None
         assert by[(host, "arelu (reference)")].train_vs_reference is None
         assert "no_such_option" in by[(host, "bogus")].skipped
@@ -65,17 +68,21 @@ def test_run_bench_rows(tiny_hosts):
 
 def test_write_bench_and_cli(tiny_hosts, tmp_path, capsys):
     rows = run_bench(("tiny_unit",), (Variant("relu", "relu"), Variant("tanh", "tanh")),
-                     rounds=1, warmup=0)
+                     rounds=1, warmup=0, bandwidth={"dram": 1e10})
     files = write_bench(rows, tmp_path, name="t", command="attnact bench test", rounds=1)
     data = json.loads(files["json"].read_text())
     assert data["meta"]["command"] == "attnact bench test"
     assert [r["variant"] for r in data["results"]] == ["relu", "tanh"]
     assert "| tiny_unit | tanh |" in files["md"].read_text()
     assert main(["bench", "--hosts", "tiny_unit", "--variants", "arelu", "--rounds", "1",
-                 "--warmup", "0", "--out", str(tmp_path), "--name", "cli", "--quiet"]) == 0
+                 "--warmup", "0", "--out", str(tmp_path), "--name", "cli", "--quiet",
+                 "--no-compiled-models"]) == 0
     out = capsys.readouterr().out
     assert "| tiny_unit | relu |" in out and "| tiny_unit | arelu |" in out
     assert (tmp_path / "cli.json").is_file()
+    meta = json.loads((tmp_path / "cli.json").read_text())["meta"]
+    assert meta["bandwidth_bytes_per_s"]["dram"] > 0 and len(meta["load_average"]) == 2
+    assert "compiled model" not in out
     assert main(["bench", "--hosts", "nope"]) == 2
     assert "unknown bench host 'nope'" in capsys.readouterr().err
     assert main(["bench", "--variants", "xyz", "--hosts", "tiny_unit"]) == 2
@@ -99,3 +106,36 @@ def test_any_model_at_any_dataset_size_is_a_bench_host(tmp_path, capsys):
                  "--warmup", "0", "--out", str(tmp_path), "--name", "b", "--quiet"])
     assert code == 0
     assert "mnist_conv@svhn" in (tmp_path / "b.md").read_text()
+
+
+def test_roofline_columns(tiny_hosts):
+    """Bytes moved are counted for eager rows (ReLU's step moves at least its input twice);
+    the floor is 1 for ReLU and above 1 for a unit that moves more."""
+    variants = (Variant("relu", "relu"), Variant("tanh", "tanh"),
+                Variant("atac (reference)", "atac", {"implementation": "reference"}))
+    rows = {r.variant: r for r in run_bench(("tiny_unit",), variants, rounds=1, warmup=0,
+                                            bandwidth={"dram": 1e10})}
+    x_bytes = 3 * 4 * 6 * 6 * 4
+    assert rows["relu"].bytes_moved >= 2 * x_bytes
+    assert rows["relu"].floor_vs_relu == 1.0
+    assert rows["atac (reference)"].bytes_moved > rows["relu"].bytes_moved
+    assert rows["atac (reference)"].floor_vs_relu > 1.0
+    assert rows["relu"].bandwidth_fraction > 0
+    with pytest.raises(ValueError, match="baselines"):
+        run_bench(("tiny_unit",), (Variant("relu", "relu"),
+                                   Variant("t", "tanh", baseline="nope")), rounds=1)
+
+
+@pytest.mark.slow
+def test_compiled_model_rows(tiny_hosts):
+    """A compiled-model row is a ratio to the compiled ReLU network, without bytes moved."""
+    variants = (Variant("relu", "relu"),
+                Variant("relu (compiled model)", "relu", compile_model=True,
+                        baseline="relu (compiled model)"),
+                Variant("tanh (compiled model)", "tanh", compile_model=True,
+                        baseline="relu (compiled model)"))
+    rows = {r.variant: r for r in run_bench(("tiny_unit",), variants, rounds=1, warmup=0,
+                                            bandwidth={"dram": 1e10})}
+    assert rows["relu (compiled model)"].train_vs_relu == 1.0
+    assert rows["tanh (compiled model)"].bytes_moved is None
+    assert rows["tanh (compiled model)"].train_vs_relu > 0

@@ -209,3 +209,15 @@ def test_an_explicit_data_dir_is_the_only_copy_used(tmp_path, capsys, monkeypatc
         assert "not found" in err and str(data_dir) in err
         assert "/usr/share" not in err
         assert not (tmp_path / data_dir.name / "checkpoint.pt").exists()
+
+
+def test_a_checkpoint_without_the_training_state_is_refused(tmp_path, fakes):
+    """A valid file that lacks what a resume reads (here: no model) is refused, not a KeyError."""
+    cfg = _config(tmp_path)
+    _train(fakes, cfg)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    del state["model"]
+    save_checkpoint(path, state)
+    with pytest.raises(CheckpointError, match=r"not a complete training checkpoint.*model"):
+        _train(fakes, cfg.replace(epochs=3, resume=True))

@@ -65,13 +65,22 @@ def test_gradients_match_formula():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("use_global", [False, True])
-def test_gradcheck_float64(use_global):
+@pytest.mark.parametrize(
+    ("use_global", "options", "path"),
+    [(False, {"implementation": "reference"}, "reference"),
+     (False, {"implementation": "function", "memory_efficient": False}, "fast"),
+     (False, {"implementation": "function", "memory_efficient": True}, "memory_efficient"),
+     (True, {}, "reference")],  # the global variant has no Function
+)
+def test_gradcheck_float64(use_global, options, path):
+    """Every path, and the test checks it really took that path (a small CPU input takes the
+    reference on the default path)."""
     torch.manual_seed(0)
-    m = ATAC(6, r=2, use_global=use_global).double()
+    m = ATAC(6, r=2, use_global=use_global, **options).double()
     _randomise_bn(m)
     m.double()
     x = torch.randn(3, 6, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert m.path_for(x) == path
     assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-5)
 
 

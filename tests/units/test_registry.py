@@ -56,7 +56,18 @@ def test_every_name_builds_and_runs_forward_backward(name):
 
 @pytest.mark.parametrize("name", list_activations())
 def test_every_name_accepts_inplace(name):
-    create_act_layer(name, channels=8, inplace=True)
+    """act_layer(inplace=True) slots: the unit builds, computes what the unit without the flag
+    computes, and leaves its input as the caller can still expect it for non-inplace units."""
+    torch.manual_seed(0)
+    plain = create_act_layer(name, channels=8)
+    torch.manual_seed(0)
+    flagged = create_act_layer(name, channels=8, inplace=True)
+    assert type(flagged) is type(plain)
+    x = torch.randn(2, 8, 4, 4)
+    for m in (plain, flagged):
+        m.eval()
+    expected = plain(x.clone())
+    assert torch.allclose(flagged(x.clone()), expected, atol=1e-6), name
 
 
 @pytest.mark.parametrize("name", list_activations())

@@ -429,6 +429,8 @@ def list_datasets() -> list[str]:
 
 def dataset_info(name: str) -> DatasetInfo:
     """The catalog entry for ``name`` (``-`` and ``_`` are interchangeable, case ignored)."""
+    if not isinstance(name, str):
+        raise ValueError(f"dataset name must be a string, got {name!r}")
     key = name.strip().lower().replace("-", "_")
     if key not in DATASETS:
         close = difflib.get_close_matches(key, DATASETS, n=1)

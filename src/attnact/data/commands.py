@@ -19,7 +19,7 @@ from attnact.data.catalog import (
 )
 from attnact.data.fetch import ChecksumError, DownloadError, fetch, verify
 
-__all__ = ["DatasetRow", "add_data_subparser", "data_command", "datasets_rows"]
+__all__ = ["DatasetRow", "add_data_subparser", "check_data_dir", "data_command", "datasets_rows"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,34 @@ def datasets_rows(data_dir: str | os.PathLike[str] | None = None) -> list[Datase
     return rows
 
 
+def check_data_dir(data_dir: str | None, *, may_be_new: bool = False) -> None:
+    """``--data-dir`` names a directory: it exists (``list``, ``verify``: a typo must not read as
+    "no dataset found"), or for ``fetch`` may be made. ``ValueError`` otherwise."""
+    if data_dir is None:
+        return
+    if not data_dir.strip():
+        raise ValueError("--data-dir must name a directory (got an empty string)")
+    path = Path(data_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--data-dir {path} is a file, not a directory")
+    if not may_be_new and not path.is_dir():
+        raise ValueError(f"--data-dir {path}: no such directory")
+
+
+def _check_fetch_arguments(args: argparse.Namespace) -> None:
+    import math
+    from urllib.parse import urlparse
+
+    check_data_dir(args.data_dir, may_be_new=True)
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.mirror is not None and urlparse(args.mirror).scheme not in ("http", "https", "file"):
+        raise ValueError(f"--mirror must be an http://, https:// or file:// URL, got "
+                         f"{args.mirror!r}")
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
+    check_data_dir(args.data_dir)
     for row in datasets_rows(args.data_dir):
         if row.location:
             where = str(row.location)
@@ -67,6 +94,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
+    _check_fetch_arguments(args)
     status = 0
     for name in args.names:
         try:
@@ -87,6 +115,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    check_data_dir(args.data_dir)
+    for name in args.names:  # a misspelt name is bad input (exit 2), not a failed check
+        dataset_info(name)
     names = args.names or [r.name for r in datasets_rows(args.data_dir) if r.found]
     if not names:
         print("no dataset found locally; see `attnact data list`", file=sys.stderr)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attnact._checks import check_bool, check_int
 from attnact.data.catalog import DatasetInfo, dataset_info, find_split_files
 from attnact.data.formats import ImageFolder
 
@@ -433,6 +434,32 @@ class FolderLoader(_Epochs):
 # -------------------------------------------------------------------------------- builder
 
 
+def _check_loader_arguments(**values: object) -> None:
+    """Every argument of :func:`make_loaders` checked by name before any file is read (the
+    loaders' own checks cannot say which of the two batch sizes or limits was wrong)."""
+    check_int("batch_size", values["batch_size"])
+    for name in ("test_batch_size", "pad_to", "limit_train", "limit_test"):
+        if values[name] is not None:
+            check_int(name, values[name])
+    check_int("seed", values["seed"], 0)
+    check_int("world_size", values["world_size"])
+    check_int("rank", values["rank"], 0, values["world_size"] - 1,  # type: ignore[operator]
+              why="0 <= rank < world_size")
+    check_bool("channels_last", values["channels_last"])
+    check_bool("drop_last", values["drop_last"])
+    if values["num_workers"] is not None:
+        check_int("num_workers", values["num_workers"], 0)
+
+
+def _check_device(device: object) -> torch.device:
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be a string or torch.device, got {device!r}")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:  # torch's own message: "Invalid device string: 'gpu0'"
+        raise ValueError(f"device {device!r} is not a torch device ({err})") from None
+
+
 def make_loaders(
     name: str,
     *,
@@ -461,6 +488,12 @@ def make_loaders(
     ``num_workers`` applies to ImageNet folders only.
     """
     info = dataset_info(name)
+    _check_loader_arguments(batch_size=batch_size, test_batch_size=test_batch_size,
+                            pad_to=pad_to, seed=seed, rank=rank, world_size=world_size,
+                            limit_train=limit_train, limit_test=limit_test,
+                            channels_last=channels_last, drop_last=drop_last,
+                            num_workers=num_workers)
+    device = _check_device(device)
     augment = info.default_augment if augment is None else augment  # type: ignore[assignment]
     test_batch_size = test_batch_size or batch_size
     common = {

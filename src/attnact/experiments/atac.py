@@ -114,22 +114,13 @@ TABLE_IV: tuple[tuple[str, float, float, float, float | None], ...] = (
 # ---------------------------------------------------------------------------- recipes
 #: The ``quick`` preset's recipe (a partial TrainConfig): 3 epochs × 120 steps of batch 64.
 #:
-#: Sizing, measured on 2 cores with one worker (2 threads, a quiet moment of a shared machine;
-#: ``fit`` on one epoch of 2048 images, loader included), training time per image: b = 1: ReLU
-#: 0.75 ms, ATAC 1.36, SEActivation 0.93, NiN 1.37, LocalSENet 0.97; b = 2: 1.38, 2.47, 1.48,
-#: 2.39, 2.01 — 15.1 ms for the ten (unit, b) configurations of Table III; evaluation and
-#: checkpoint 8.1 ms per test image for the ten; about 0.3 s of setup per run. atac-ablation
-#: quick: 2 seeds × 3 epochs × (7680 × 15.1 + 2000 × 8.1) ms ≈ 795 s + setup ≈ 13-14 min.
-#: atac-replacement quick (b = 1, k = 0 … 7: 0.94, 0.85, 0.79, 0.87, 0.90, 1.01, 1.23, 1.34
-#: ms per image, 4.8 ms per test image for the eight): ≈ 7 min alone, ≈ 5 after the ablation.
+#: Its sizing (time per image per unit, minutes per experiment) is recorded in
+#: benchmarks/quick-preset-sizing.md.
 #:
 #: Schedule: a cosine decay to zero is what makes so short a schedule converge; NAG and
 #: momentum 0.9 as in the paper; lr 0.1 for batch 64 is the paper's 0.2 for batch 128 scaled
-#: linearly. The short warm-up keeps ATAC's sigmoid gates from being thrown around at the start:
-#: final test top-1 of one seed at b = 1 (8192 images), ReLU / ATAC: 85.5 / 82.9 without
-#: warm-up, 84.9 / 84.2 with 0.3 epochs of it, 84.2 / 80.7 at lr 0.05. After the first of the
-#: three epochs the test accuracy is 30-70% (chance: 10%; the lr is still high), after the third
-#: about 85%; one epoch alone (cosine over it) on 4096 images: ReLU 65%, ATAC 59%. Every run is
+#: linearly; a short warm-up keeps ATAC's sigmoid gates from being thrown around at the start
+#: (the pilot runs that chose it are in benchmarks/quick-preset-sizing.md). Every run is
 #: evaluated on the same first 2000 test images, so paired differences are not blurred by
 #: test-set sampling.
 QUICK_RECIPE: dict[str, Any] = dict(

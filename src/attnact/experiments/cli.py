@@ -3,6 +3,7 @@
 Examples::
 
     attnact reproduce --list
+    attnact reproduce --claims                            # reports/CLAIMS.md from the reports
     attnact reproduce atac-ablation                       # quick preset, 2 seeds, 1 worker
     attnact reproduce atac-ablation --preset paper --workers 4 --seeds 3
     attnact reproduce atac-ablation --where b=1,2 --dry-run
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attnact._checks import check_positive_int
+from attnact._checks import check_directory_argument, check_positive_int
 from attnact.experiments.keys import filter_specs
 from attnact.experiments.reproduction import reproduce
 from attnact.experiments.runners import BACKENDS
@@ -70,6 +71,9 @@ def add_reproduce_subparser(subparsers: Any) -> argparse.ArgumentParser:
                    help="set aside (move, not delete) finished runs made by other code than "
                         "this attnact (another commit, a dirty tree, no provenance) and train "
                         "them anew")
+    p.add_argument("--claims", action="store_true",
+                   help="write CLAIMS.md (the papers' claims and their verdicts) from the "
+                        "stored reports in --out (default reports) and exit")
     p.add_argument("--quiet", action="store_true", help="fewer messages, no progress bars")
     p.set_defaults(func=run_reproduce)
     return p
@@ -95,12 +99,21 @@ def run_reproduce(args: argparse.Namespace) -> int:
             print(f"{name:<18} {exp.title}")
             print(f"{'':<18} {exp.source}; presets {', '.join(exp.presets)} (seeds {seeds})")
         return 0
+    if args.claims:
+        from attnact.experiments.claims import write_claims
+
+        if args.experiment:
+            raise ValueError("--claims reads every stored report: name no experiment with it")
+        print(f"wrote {write_claims(args.out or 'reports')}")
+        return 0
     if not args.experiment:
         raise ValueError(
             f"name an experiment (one of {', '.join(list_experiments())}) or pass --list"
         )
     if args.dry_run and args.report_only:
         raise ValueError("--dry-run and --report-only exclude each other")
+    check_directory_argument("--out", args.out)
+    check_directory_argument("--runs", args.runs)
     exp = get_experiment(args.experiment)
     exp.check_preset(args.preset)
     where = _parse_where(args.where)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from attnact._checks import check_directory_argument, check_positive_int
 from attnact.experiments.keys import DEFAULT_FIT, RunSpec
 from attnact.experiments.runners import run_grid
 from attnact.experiments.store import RunStore
@@ -36,6 +37,7 @@ from attnact.report.figures import plot_curves
 from attnact.report.stats import paired_difference, summarize
 from attnact.report.tables import to_csv, to_latex, to_markdown
 from attnact.train.build import model_cost, preflight
+from attnact.train.config import TrainConfig
 from attnact.train.provenance import summary_lines as provenance_lines
 
 __all__ = [
@@ -182,8 +184,12 @@ def compare(
         time_rounds: interleaved timing rounds of the default measurement; 0 measures
             nothing (the column says so).
     """
-    if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    check_positive_int("seeds", seeds)
+    if not isinstance(base_config, TrainConfig):
+        raise ValueError(f"base_config must be a TrainConfig, got {type(base_config).__name__}")
+    if isinstance(acts, str):  # "relu,arelu" would compare the letters
+        raise ValueError(f"acts must be a list of activation names, got the string {acts!r}")
+    check_directory_argument("out_dir", out_dir)
     if isinstance(time_rounds, bool) or not isinstance(time_rounds, int) or time_rounds < 0:
         raise ValueError(f"time_rounds must be an integer >= 0, got {time_rounds!r}")
     if not acts:

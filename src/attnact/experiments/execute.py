@@ -41,7 +41,7 @@ def default_threads(workers: int) -> int:
     """Intra-op threads per worker: the cores shared out, at least one.
 
     More threads than cores makes OpenMP threads of different workers spin-wait on each other
-    (see tests/conftest.py: a step measured 10x slower under that contention).
+    (see tests/conftest.py), which slows every worker many times over.
     """
     return max(1, available_cores() // max(1, workers))
 

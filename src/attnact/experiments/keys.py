@@ -138,6 +138,9 @@ def filter_specs(
     """The runs whose coordinate ``axis`` (as text) is among ``where[axis]``, for every axis.
 
     A value may also be written as the run keys spell it (``--where b=b1``)."""
+    if where is not None and not isinstance(where, Mapping):
+        raise ValueError(f"where must map a coordinate to its values ({{'b': ['1', '2']}}), "
+                         f"got {where!r}")
     if not where:
         return list(specs)
     axes = sorted({k for s in specs for k in s.coords})

@@ -15,14 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnact._checks import check_positive_int
+from attnact._checks import check_directory_argument, check_positive_int
 from attnact.experiments.commands import reproduce_command
 from attnact.experiments.execute import available_cores, default_threads, dist_rank, write_line
 from attnact.experiments.experiment import Experiment, ReportContext
 from attnact.experiments.keys import DEFAULT_FIT, RunSpec, filter_specs
 from attnact.experiments.registry import get_experiment
 from attnact.experiments.results import Results
-from attnact.experiments.runners import SweepResult, run_grid
+from attnact.experiments.runners import SweepResult, check_run_options, run_grid
 from attnact.experiments.store import RunStore
 
 __all__ = ["ReproduceResult", "reproduce"]
@@ -82,11 +82,17 @@ def reproduce(
             process's, or carrying no provenance, are set aside (``RunStore.set_aside``: moved,
             not deleted) and trained anew, so the report holds this code's runs only.
     """
+    if not isinstance(experiment, (str, Experiment)):
+        raise ValueError(f"experiment must be a registered name or an Experiment, got "
+                         f"{experiment!r}")
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
     exp.check_preset(preset)
     if seeds is None:
         seeds = int(exp.default_seeds.get(preset, 1))
     check_positive_int("seeds", seeds)
+    check_run_options(workers, backend, threads)
+    check_directory_argument("out", out)
+    check_directory_argument("runs", runs)
     specs = filter_specs(exp.grid(preset, seeds), where)
     out_dir = Path(out) if out is not None else Path("reports") / exp.name / preset
     store = RunStore(runs if runs is not None else Path("runs") / "reproduce" / preset)

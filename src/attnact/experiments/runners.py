@@ -67,6 +67,16 @@ class SweepResult:
         return not self.failed and not self.busy
 
 
+def check_run_options(workers: object, backend: object, threads: object) -> None:
+    """The execution options of :func:`run_grid`, checked by name (callers check them before
+    any data is read or model built)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    check_positive_int("workers", workers)
+    if threads is not None:
+        check_positive_int("threads", threads)
+
+
 def run_grid(
     specs: Sequence[RunSpec],
     store: RunStore,
@@ -95,11 +105,7 @@ def run_grid(
         log: progress messages (default: one line each on stdout; a no-op in tests).
         tag: prefix of the messages.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    check_positive_int("workers", workers)
-    if threads is not None and (isinstance(threads, bool) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    check_run_options(workers, backend, threads)
     keys = [s.key for s in specs]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:

@@ -11,10 +11,11 @@ Each run directory is the engine's own (``config.yaml``, ``metrics.csv``, ``chec
 A run is finished when its ``summary.json`` says ``"status": "finished"``. The engine writes
 that file atomically (temp file, fsync, rename) after the last epoch's checkpoint and metrics,
 so a run killed at any instant is either finished — with all its files — or not, and is then
-resumed from its last checkpoint. Older versions could finish a run with metrics.csv an epoch
-behind its checkpoint: a finished run whose metrics.csv disagrees with its summary has the CSV
-rebuilt from the checkpoint, or, when that is not possible, counts as unfinished (and is resumed
-or retrained). A key whose stored configuration differs from its spec's is a
+resumed from its last checkpoint. The checkpoint is the source of truth: a finished run whose
+metrics.csv disagrees with its summary (edited, or an epoch behind) has the CSV rebuilt from the
+checkpoint, or, when that is not possible, counts as unfinished (and is resumed or retrained);
+one whose checkpoint fails verification is ``corrupted``: refused, never reused or
+overwritten. A key whose stored configuration differs from its spec's is a
 :class:`StoreConflictError`, never silently reused.
 """
 
@@ -224,9 +225,9 @@ class RunStore:
 
         The checkpoint is the source of truth. A CSV whose SHA-256 is not the one the summary
         recorded (edited by hand), or whose last epoch is not the summary's
-        ``epochs_completed`` (runs of older versions, killed between the two writes of the
-        last epoch), is rebuilt from the checkpoint's history when that agrees with the
-        summary; otherwise the run counts as unfinished.
+        ``epochs_completed`` (killed between the two writes of the last epoch), is rebuilt
+        from the checkpoint's history when that agrees with the summary; otherwise the run
+        counts as unfinished.
         """
         files = self.files(key)
         metrics = files.read_metrics()

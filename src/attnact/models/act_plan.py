@@ -6,8 +6,9 @@ knows ``act`` (the unit under study), ``base_act`` (the unit everywhere else, Re
 ``order="last_first"`` the *last* round(act_fraction · n) sites get ``act`` — the protocol of the
 ATAC paper's Fig. 6 (Dai et al., ICPR 2020, Sec. IV-B(3): ReLUs are replaced "starting with the
 last layer and ending with the first layer"); ``"first_first"`` takes them from the start.
-Halves round up, as in :func:`attnact.convert_activations`, so a host built with a fraction and a
-ReLU host converted with the same fraction put the units at the same sites.
+Halves round up; the rule is :func:`attnact.units.rewrite.select_sites`, the one
+:func:`attnact.convert_activations` uses, so a host built with a fraction and a ReLU host
+converted with the same fraction put the units at the same sites.
 
 Knowing n in advance: each host counts its sites analytically (ResNet-v2: 6b + 1, ResNet-50-v1b:
 2 per bottleneck of the last ``act_stages`` stages, MNIST-Conv: 3) and passes ``num_sites``;
@@ -26,7 +27,6 @@ intended output width; :meth:`ActPlan.build` refuses such units.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +35,10 @@ from torch import nn
 
 from attnact._checks import check_choice, check_fraction, check_int, check_kwargs
 from attnact.units.registry import activation_spec, create_act_layer
+from attnact.units.rewrite import ORDERS, select_sites
 
 __all__ = ["ORDERS", "ActLike", "ActPlan", "ActSite"]
 
-ORDERS = ("last_first", "first_first")  # the same spelling as attnact.convert_activations
 
 ActLike = str | type[nn.Module] | Callable[..., nn.Module]
 
@@ -154,10 +154,8 @@ class ActPlan:
                 self.act_kwargs[key] = value
             if key not in self.base_kwargs and _accepts(self.base_act, key):
                 self.base_kwargs[key] = value
-        n = self.num_sites
-        k = min(n, math.floor(self.act_fraction * n + 0.5))
-        chosen = range(n - k, n) if order == "last_first" else range(k)
-        self.selected_indices: frozenset[int] = frozenset(chosen)
+        self.selected_indices: frozenset[int] = frozenset(
+            select_sites(self.num_sites, self.act_fraction, self.order))
         self._built: list[tuple[nn.Module, int, int, bool]] = []
 
     # ------------------------------------------------------------------ what the plan says

@@ -170,6 +170,8 @@ def fit_to_input(
     ``resnet_cifar`` is designed for), each only where the builder takes it and ``kwargs``
     does not set it.
     """
+    if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence):
+        raise ValueError(f"input_size must be a sequence (C, H, W), got {input_size!r}")
     size = tuple(input_size)
     if len(size) != 3:
         raise ValueError(f"input_size must be (C, H, W), got {input_size!r}")

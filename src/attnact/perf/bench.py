@@ -58,13 +58,18 @@ class Variant:
     act_kwargs: Mapping[str, Any] = field(default_factory=dict)
     reference: str | None = None
     compiled_kernels: bool = True  # False: attnact.set_fused(False) while this variant runs
+    compile_model: bool = False  # True: the whole model under torch.compile(model)
+    native_kernels: bool = True  # False: attnact.units.native.set_native(False) while it runs
+    baseline: str = "relu"  # the label whose time is 1.0 in "vs ReLU" (a compiled twin for
+    # compiled models: the peer comparison is compiled against compiled)
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("relu", "relu"),
     Variant("arelu", "arelu", reference="arelu (reference)"),
-    Variant("arelu (eager kernels)", "arelu", reference="arelu (reference)",
-            compiled_kernels=False),
+    Variant("arelu (Function)", "arelu", reference="arelu (reference)", native_kernels=False),
+    Variant("arelu (Function, eager kernels)", "arelu", reference="arelu (reference)",
+            compiled_kernels=False, native_kernels=False),
     Variant("arelu (reference)", "arelu", {"implementation": "reference"}),
     Variant("elsa_gelu", "elsa_gelu", reference="elsa_gelu (reference)"),
     Variant("elsa_gelu (reference)", "elsa_gelu", {"implementation": "reference"}),
@@ -72,6 +77,24 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("atac (memory-efficient)", "atac", {"memory_efficient": True},
             reference="atac (reference)"),
     Variant("atac (reference)", "atac", {"implementation": "reference"}),
+    # ATAC's fast and memory-efficient paths on their autograd Function instead of the native
+    # operators (what runs where the native operators do not build)
+    Variant("atac (Function)", "atac", reference="atac (reference)", native_kernels=False),
+    Variant("atac (memory-efficient, Function)", "atac", {"memory_efficient": True},
+            reference="atac (reference)", native_kernels=False),
+    # The peers under torch.compile(model), side by side (DESIGN.md): the plain compositions
+    # compiled with the whole network, attnact's default under the same compile, and the ReLU
+    # network compiled as their baseline.
+    Variant("relu (compiled model)", "relu", compile_model=True,
+            baseline="relu (compiled model)"),
+    Variant("arelu (compiled model)", "arelu", compile_model=True,
+            baseline="relu (compiled model)", reference="arelu (reference, compiled model)"),
+    Variant("arelu (reference, compiled model)", "arelu", {"implementation": "reference"},
+            compile_model=True, baseline="relu (compiled model)"),
+    Variant("atac (compiled model)", "atac", compile_model=True,
+            baseline="relu (compiled model)", reference="atac (reference, compiled model)"),
+    Variant("atac (reference, compiled model)", "atac", {"implementation": "reference"},
+            compile_model=True, baseline="relu (compiled model)"),
 )
 
 
@@ -164,7 +187,16 @@ def _to_format(t: torch.Tensor, host: Host) -> torch.Tensor:
 
 @dataclass
 class BenchResult:
-    """One (host, variant) row; ratios are None for a skipped variant."""
+    """One (host, variant) row; ratios are None for a skipped variant.
+
+    Roofline fields (eager variants; None under ``torch.compile(model)``, whose kernels the
+    operator count cannot see): ``bytes_moved`` per training step (:func:`~attnact.perf.
+    roofline.traffic`); ``floor_vs_relu``: the step's time if the bytes it moves beyond ReLU's
+    moved at the measured DRAM bandwidth and the rest took ReLU's time, as a ratio to ReLU (the
+    limit a faster kernel could approach); ``bandwidth_fraction``: the bytes beyond ReLU's over
+    the time beyond ReLU's, as a fraction of that bandwidth (the unit's achieved share; for the
+    bare-unit host the whole step's bytes over its whole time).
+    """
 
     host: str
     variant: str
@@ -174,7 +206,24 @@ class BenchResult:
     infer_vs_reference: float | None = None
     saved_bytes: int | None = None
     saved_vs_relu: float | None = None
+    bytes_moved: int | None = None
+    floor_vs_relu: float | None = None
+    bandwidth_fraction: float | None = None
     skipped: str | None = None
+
+
+def _without_native(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with attnact's native operators switched off."""
+    from attnact.units import native
+
+    def run() -> Any:
+        native.set_native(False)
+        try:
+            return fn()
+        finally:
+            native.set_native(None)
+
+    return run
 
 
 def _without_compiled_kernels(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -188,20 +237,37 @@ def _without_compiled_kernels(fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
+@dataclass
+class _Steps:
+    train: dict[str, Callable[[], None]] = field(default_factory=dict)
+    infer: dict[str, Callable[[], None]] = field(default_factory=dict)
+    saved: dict[str, int] = field(default_factory=dict)
+    moved: dict[str, int] = field(default_factory=dict)
+
+
 def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
-           eager: Iterable[str] = ()) -> tuple[
-        dict[str, Callable[[], None]], dict[str, Callable[[], None]], dict[str, int]]:
+           eager: Iterable[str] = (), compiled: Iterable[str] = (),
+           no_native: Iterable[str] = ()) -> _Steps:
+    from attnact.perf.roofline import traffic
+
     g = torch.Generator().manual_seed(seed)
     x = _to_format(torch.randn(host.batch, *host.input_shape, generator=g), host)
     y = torch.randint(0, host.num_classes, (host.batch,), generator=g)
-    train: dict[str, Callable[[], None]] = {}
-    infer: dict[str, Callable[[], None]] = {}
-    saved: dict[str, int] = {}
+    out = _Steps()
+    compiled = set(compiled)
+    if compiled:
+        # Every compiled model shares the host's forward code objects; each model, mode and
+        # grad state is a guard set of its own, and at dynamo's default limit of 8 per code
+        # object the later models would silently run eagerly.
+        cfg = torch._dynamo.config
+        cfg.recompile_limit = max(cfg.recompile_limit, 64)
+        cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 1024)
     for label, model in models.items():
         model = model.to(memory_format=torch.channels_last) if host.channels_last else model
         params = list(model.parameters())
         opt = torch.optim.SGD(params, lr=1e-4) if params else None
         exclude = list(params)
+        run = torch.compile(model) if label in compiled else model
         if host.model is None:
             xin = x.clone().requires_grad_(True)
             # A fixed random upstream gradient; mul by a constant saves only that constant,
@@ -209,11 +275,11 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
             w = torch.randn(x.shape, generator=g)
             exclude.append(w)
 
-            def loss(m: nn.Module = model, xin: torch.Tensor = xin,
+            def loss(m: nn.Module = run, xin: torch.Tensor = xin,
                      w: torch.Tensor = w) -> torch.Tensor:
                 return (m(xin) * w).sum()
         else:
-            def loss(m: nn.Module = model) -> torch.Tensor:
+            def loss(m: nn.Module = run) -> torch.Tensor:
                 return F.cross_entropy(m(x), y)
 
         def step(m: nn.Module = model, loss: Callable[[], torch.Tensor] = loss,
@@ -225,17 +291,34 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
             if opt is not None:
                 opt.step()
 
-        def forward(m: nn.Module = model) -> None:
+        def forward(m: nn.Module = model, run: nn.Module = run) -> None:
             m.eval()
             with torch.no_grad():
-                m(x)
+                run(x)
 
         if label in eager:
             step, forward, loss = map(_without_compiled_kernels, (step, forward, loss))
-        train[label], infer[label] = step, forward
+        if label in no_native:
+            step, forward, loss = map(_without_native, (step, forward, loss))
+        out.train[label], out.infer[label] = step, forward
         model.train()
-        saved[label] = saved_bytes(loss, exclude=exclude)
-    return train, infer, saved
+        out.saved[label] = saved_bytes(loss, exclude=exclude)
+        if label not in compiled:
+            step()  # warm: compiled kernels are counted as they run once compiled
+            out.moved[label] = traffic(step)[0]
+    return out
+
+
+def _roofline(moved: int | None, base: int | None, t: float, t_base: float, bandwidth: float,
+              bare_unit: bool) -> tuple[float | None, float | None]:
+    """(floor vs baseline, achieved fraction of the bandwidth) of one row (BenchResult)."""
+    if moved is None or base is None:
+        return None, None
+    if bare_unit:
+        return (t_base + max(moved - base, 0) / bandwidth) / t_base, moved / t / bandwidth
+    extra_bytes, extra_time = moved - base, t - t_base
+    fraction = extra_bytes / extra_time / bandwidth if extra_time > 0 and extra_bytes > 0 else None
+    return (t_base + max(extra_bytes, 0) / bandwidth) / t_base, fraction
 
 
 def run_bench(
@@ -246,13 +329,25 @@ def run_bench(
     warmup: int = 3,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    bandwidth: Mapping[str, float] | None = None,
 ) -> list[BenchResult]:
     """Measure every variant on every host (see the module docstring; hosts by name, see
-    :func:`resolve_host`)."""
+    :func:`resolve_host`). ``bandwidth``: bytes per second by name (``"dram"`` is the
+    roofline's), measured with :func:`~attnact.perf.roofline.measure_bandwidth` when not
+    given."""
+    from attnact.perf.roofline import measure_bandwidth
+
     resolved = [resolve_host(h) for h in hosts]  # every name checked before anything runs
     labels = [v.label for v in variants]
     if "relu" not in labels:
         raise ValueError("the variants must include 'relu' (every ratio is relative to it)")
+    missing = sorted({v.baseline for v in variants} - set(labels))
+    if missing:
+        raise ValueError(f"the variants' baselines {missing} are not among the variants")
+    if bandwidth is None:
+        bandwidth = {"dram": measure_bandwidth()["best"],
+                     "cache": measure_bandwidth(8 * 2**20, repeats=30)["best"]}
+    bw = bandwidth["dram"]
     results: list[BenchResult] = []
     for host in resolved:
         name = host.name
@@ -267,22 +362,34 @@ def run_bench(
         if log:
             log(f"[bench] {name}: {len(models)} variants, {rounds} rounds")
         eager = [v.label for v in variants if not v.compiled_kernels]
-        train, infer, saved = _steps(host, models, seed, eager)
-        t_train = interleaved_medians(train, rounds=rounds, warmup=warmup)
-        t_infer = interleaved_medians(infer, rounds=rounds, warmup=warmup)
+        compiled = [v.label for v in variants if v.compile_model]
+        no_native = [v.label for v in variants if not v.native_kernels]
+        st = _steps(host, models, seed, eager, compiled, no_native)
+        t_train = interleaved_medians(st.train, rounds=rounds, warmup=warmup)
+        t_infer = interleaved_medians(st.infer, rounds=rounds, warmup=warmup)
         for v in variants:
             if v.label in skipped:
                 results.append(BenchResult(name, v.label, skipped=skipped[v.label]))
                 continue
+            if v.baseline in skipped:
+                results.append(BenchResult(name, v.label,
+                                           skipped=f"baseline {v.baseline!r} skipped"))
+                continue
             ref = v.reference if v.reference in models else None
+            base = v.baseline
+            floor, fraction = _roofline(
+                st.moved.get(v.label), st.moved.get(base), t_train[v.label], t_train[base],
+                bw, host.model is None)
             results.append(BenchResult(
                 name, v.label,
-                train_vs_relu=t_train[v.label] / t_train["relu"],
+                train_vs_relu=t_train[v.label] / t_train[base],
                 train_vs_reference=t_train[v.label] / t_train[ref] if ref else None,
-                infer_vs_relu=t_infer[v.label] / t_infer["relu"],
+                infer_vs_relu=t_infer[v.label] / t_infer[base],
                 infer_vs_reference=t_infer[v.label] / t_infer[ref] if ref else None,
-                saved_bytes=saved[v.label],
-                saved_vs_relu=saved[v.label] / saved["relu"] if saved["relu"] else None,
+                saved_bytes=st.saved[v.label],
+                saved_vs_relu=st.saved[v.label] / st.saved[base] if st.saved[base] else None,
+                bytes_moved=st.moved.get(v.label),
+                floor_vs_relu=floor, bandwidth_fraction=fraction,
             ))
     return results
 
@@ -291,13 +398,22 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}×"
 
 
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def _mib(x: int | None) -> str:
+    return "–" if x is None else f"{x / 2**20:.0f} MiB"
+
+
 def markdown_table(results: Sequence[BenchResult]) -> str:
     rows = []
     for r in results:
         if r.skipped:
             rows.append({"host": r.host, "variant": r.variant, "train step vs ReLU": "skipped",
                          "vs reference": "", "inference vs ReLU": "", "inf. vs reference": "",
-                         "saved for backward vs ReLU": r.skipped})
+                         "saved for backward vs ReLU": r.skipped, "bytes moved / step": "",
+                         "roofline floor vs ReLU": "", "achieved bandwidth": ""})
             continue
         rows.append({"host": r.host, "variant": r.variant,
                      "train step vs ReLU": _fmt(r.train_vs_relu),
@@ -305,25 +421,41 @@ def markdown_table(results: Sequence[BenchResult]) -> str:
                      "inference vs ReLU": _fmt(r.infer_vs_relu),
                      "inf. vs reference": _fmt(r.infer_vs_reference),
                      "saved for backward vs ReLU": (f"{_fmt(r.saved_vs_relu)} "
-                                                    f"({(r.saved_bytes or 0) / 2**20:.1f} MiB)")})
+                                                    f"({(r.saved_bytes or 0) / 2**20:.1f} MiB)"),
+                     "bytes moved / step": _mib(r.bytes_moved),
+                     "roofline floor vs ReLU": _fmt(r.floor_vs_relu),
+                     "achieved bandwidth": _pct(r.bandwidth_fraction)})
     return to_markdown(rows)
 
 
 def write_bench(results: Sequence[BenchResult], out: str | Path, *, name: str, command: str,
-                rounds: int) -> dict[str, Path]:
-    """``<out>/<name>.json`` and ``<out>/<name>.md`` (atomically)."""
+                rounds: int, bandwidth: Mapping[str, float] | None = None,
+                load: Sequence[float] | None = None) -> dict[str, Path]:
+    """``<out>/<name>.json`` and ``<out>/<name>.md`` (atomically); ``bandwidth`` (bytes/s by
+    name) and ``load`` (load averages seen during the run) are recorded with the table."""
     meta = {
         "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": str(torch.__version__), "python": platform.python_version(),
         "machine": platform.machine(), "threads": torch.get_num_threads(), "rounds": rounds,
         "hosts": {h: asdict(resolve_host(h)) for h in dict.fromkeys(r.host for r in results)},
+        "bandwidth_bytes_per_s": dict(bandwidth or {}), "load_average": list(load or []),
     }
     out = Path(out)
+    context = ""
+    if bandwidth:
+        context += "Measured bandwidth (best of copy, add, sum): " + ", ".join(
+            f"{k} {v / 1e9:.1f} GB/s" for k, v in bandwidth.items()) + " (dram: 256 MiB "
+        context += ("buffers, the roofline's; cache: 8 MiB). Roofline floor: ReLU's time plus "
+                    "the bytes moved beyond ReLU's at the DRAM bandwidth; achieved bandwidth: "
+                    "those extra bytes over the extra time (whole step for the bare unit). ")
+    if load:
+        context += "Load average during the run: " + ", ".join(f"{v:.2f}" for v in load) + "."
     md = (f"# attnact bench: {name}\n\n`{command}` — {meta['date']}, torch {meta['torch']}, "
           f"{meta['threads']} thread(s), median of {rounds} interleaved rounds; ratios only "
           f"(DESIGN.md). Saved bytes: tensors autograd keeps for backward in one training "
-          f"forward, parameters excluded.\n\n" + markdown_table(results) + "\n")
+          f"forward, parameters excluded. Compiled-model rows are ratios to the compiled ReLU "
+          f"network.\n\n{context}\n\n" + markdown_table(results) + "\n")
     return {
         "json": atomic_write_json(out / f"{name}.json",
                                   {"meta": meta, "results": [asdict(r) for r in results]}),

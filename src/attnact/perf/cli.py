@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -12,6 +13,7 @@ __all__ = ["add_bench_subparser"]
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
+    from attnact._checks import check_directory_argument
     from attnact.perf.bench import VARIANTS, resolve_host, run_bench, timestamp, write_bench
 
     if args.threads is not None:
@@ -20,21 +22,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    if not hosts:
+        raise ValueError(f"--hosts {args.hosts!r} names no host")
+    check_directory_argument("--out", args.out)
+    if args.name is not None and (not args.name.strip() or "/" in args.name
+                                  or args.name in (".", "..")):
+        raise ValueError(f"--name must be a file name stem (no '/'), got {args.name!r}")
     wanted = [v.strip() for v in args.variants.split(",")] if args.variants else None
     variants = [v for v in VARIANTS if wanted is None or v.label in wanted or v.act in wanted]
     if wanted is not None and not any(v.label != "relu" for v in variants):
         raise ValueError(f"--variants {args.variants}: none known (labels: "
                          f"{', '.join(v.label for v in VARIANTS)})")
+    if args.no_compiled_models:
+        variants = [v for v in variants if not v.compile_model]
     if not any(v.label == "relu" for v in variants):
         variants.insert(0, VARIANTS[0])
+    labels = {v.label for v in variants}
+    variants += [b for b in VARIANTS
+                 if b.label in {v.baseline for v in variants} - labels]
     for host in hosts:  # every name checked before anything is measured
         resolve_host(host)
+    from attnact.perf.roofline import measure_bandwidth
+
+    load = [os.getloadavg()[0]]
+    bandwidth = {"dram": measure_bandwidth()["best"],
+                 "cache": measure_bandwidth(8 * 2**20, repeats=30)["best"]}
     results = run_bench(hosts, variants, rounds=args.rounds, warmup=args.warmup,
-                        log=None if args.quiet else lambda m: print(m, file=sys.stderr))
+                        log=None if args.quiet else lambda m: print(m, file=sys.stderr),
+                        bandwidth=bandwidth)
+    load.append(os.getloadavg()[0])
     command = "attnact bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     files = write_bench(results, args.out, name=args.name or f"bench-{timestamp()}",
-                        command=command.strip(), rounds=args.rounds)
+                        command=command.strip(), rounds=args.rounds, bandwidth=bandwidth,
+                        load=load)
     print(files["md"].read_text())
     for kind, path in files.items():
         print(f"{kind:<5} {path}")
@@ -61,6 +84,8 @@ def add_bench_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
     p.add_argument("--out", default="benchmarks", help="output directory")
     p.add_argument("--name", help="file name stem (default: bench-<timestamp>)")
+    p.add_argument("--no-compiled-models", action="store_true",
+                   help="leave out the variants under torch.compile(model) (they compile first)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_bench)
     return p

@@ -1,7 +1,7 @@
 """Training-step time of several models as ratios, measured side by side in one process.
 
 Wall times of runs made minutes apart on a shared machine say more about the machine's load
-than about the models (a comparison measured under load once put SELU at 0.15× ReLU). Here every
+than about the models (under load they can put a cheap unit far below ReLU). Here every
 model does one training step (forward, backward, SGD update) on the same batch, in interleaved
 rounds — A, B, C, A, B, C, … — so load drifts hit all of them alike, and the median over rounds
 drops the outliers. Only ratios to a baseline are reported, never absolute times.

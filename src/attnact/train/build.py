@@ -66,6 +66,12 @@ def data_shape(config: TrainConfig, info: Any = None) -> DataShape:
         from attnact.data import dataset_info  # lazy: the data stack is not needed to build
 
         info = dataset_info(config.dataset)
+    if config.pad_to is not None and config.pad_to < max(info.image_size):
+        raise ValueError(
+            f"TrainConfig.pad_to={config.pad_to} is smaller than the images of "
+            f"{getattr(info, 'name', config.dataset)} ({'x'.join(map(str, info.image_size))}); "
+            f"use None or >= {max(info.image_size)}"
+        )
     height, width = (config.pad_to, config.pad_to) if config.pad_to else info.image_size
     name = getattr(info, "name", config.dataset)
     return DataShape(name, (int(info.channels), int(height), int(width)), int(info.num_classes))
@@ -188,6 +194,11 @@ def preflight(
     """
     distinct: dict[str, TrainConfig] = {}
     for config in configs:
+        if config.extra:  # the plain engine refuses them too, but only once training starts
+            raise ValueError(
+                f"TrainConfig.extra={config.extra!r} is read by the fit function of another "
+                "procedure (meta-learning, transfer); plain training takes none"
+            )
         key = repr([getattr(config, f) for f in _MODEL_FIELDS])
         distinct.setdefault(key, config)
     batches: dict[str, tuple[torch.Tensor, Any]] = {}

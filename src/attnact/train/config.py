@@ -39,6 +39,9 @@ __all__ = [
 OPTIMIZERS = ("sgd", "nag", "adam")
 SCHEDULES = ("constant", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+# attnact.data.loader.AUGMENTATIONS plus the image folders' "imagenet" (make_loaders says which
+# fits which dataset); named here so a typo fails when the config is made, not at the first epoch
+AUGMENTS = ("none", "crop", "flip", "cifar", "imagenet")
 
 
 @dataclass
@@ -86,6 +89,14 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    # clip the gradients' total L2 norm to this before each optimizer step (None: no clipping)
+    grad_clip_norm: float | None = None
+    # one optimizer step per this many batches, their gradients summed (each loss / k): the
+    # effective batch is batch_size × grad_accum_steps; schedules count optimizer steps
+    grad_accum_steps: int = 1
+    # evaluate (and keep in the checkpoint) an exponential moving average of the weights and
+    # buffers, updated after every optimizer step: ema = decay·ema + (1 − decay)·w
+    ema_decay: float | None = None
     # execution
     device: str = "auto"
     channels_last: bool = False
@@ -114,6 +125,8 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("device", self.device, DEVICES)
+        if self.augment is not None:
+            _choice("augment", self.augment, AUGMENTS)
         for name in ("model", "act", "dataset"):
             if not getattr(self, name):
                 raise ValueError(f"TrainConfig.{name} must be a non-empty name")
@@ -128,6 +141,11 @@ class TrainConfig:
         ):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(
+                f"TrainConfig.num_workers must be >= 0 (0: decode in the main process), "
+                f"got {self.num_workers}"
+            )
         if not (math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"TrainConfig.lr must be a finite number >= 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -140,6 +158,16 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.gamma must be in (0, 1], got {self.gamma}")
         if self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        _positive("grad_accum_steps", self.grad_accum_steps)
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise ValueError(
+                f"TrainConfig.grad_clip_norm must be > 0 (or null: no clipping), got "
+                f"{self.grad_clip_norm}"
+            )
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(
+                f"TrainConfig.ema_decay must be in (0, 1) (or null: no EMA), got {self.ema_decay}"
+            )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(
                 f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}"
@@ -154,6 +182,9 @@ class TrainConfig:
             raise ValueError("TrainConfig.resume needs out_dir (the run directory to continue)")
         if not 0 <= self.seed < 2**32:  # numpy's and the data order's seeds are 32-bit
             raise ValueError(f"TrainConfig.seed must be in [0, 2**32), got {self.seed}")
+        if self.data_dir is not None and not self.data_dir.strip():
+            raise ValueError("TrainConfig.data_dir must name a directory (got an empty string); "
+                             "leave it unset (None) to search the default places")
         if self.out_dir is not None and not self.out_dir.strip():
             raise ValueError("TrainConfig.out_dir must name a directory (got an empty string); "
                              "leave it unset (None) to train without writing a run directory")
@@ -178,7 +209,12 @@ class TrainConfig:
         """Read a YAML mapping of field values (``preset: name`` may come first)."""
         import yaml  # the experiments extra: a units-only install never reads a config
 
-        data = yaml.safe_load(Path(path).read_text())
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except OSError as err:
+            raise ValueError(f"config file {path}: cannot read it ({err.strerror})") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path}: not valid YAML ({err})") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -230,7 +266,12 @@ class TrainConfig:
             key = key.strip()
             if not sep or not key:
                 raise ValueError(f"override {item!r} is not of the form key=value")
-            value = yaml.safe_load(raw) if raw.strip() else None
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError as err:
+                problem = getattr(err, "problem", None) or "a YAML syntax error"
+                raise ValueError(f"override {item!r}: the value is not valid YAML "
+                                 f"({problem})") from None
             top, dot, sub = key.partition(".")
             _check_keys({top: None})
             if dot:
@@ -464,5 +505,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise bad("a mapping")
+        if not all(isinstance(k, str) and k for k in value):
+            # _plain would turn {1: 2} into {"1": 2}: a keyword no constructor takes
+            raise bad("a mapping with non-empty string keys")
         return _plain(value)
     raise AssertionError(f"no coercion for {name}: {hint}")  # a new field type needs a branch

@@ -50,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from attnact.train.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     restore_rng_state,
 )
@@ -98,6 +99,9 @@ METRIC_COLUMNS = (
 )
 # Fields that may change between a run and its resumption without a warning.
 _RESUME_QUIET_FIELDS = {"epochs", "resume", "progress", "tensorboard", "out_dir"}
+# What a resume reads from a checkpoint (a file without one of them cannot be resumed).
+_CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "rng_per_rank", "config",
+                              "history", "epoch", "global_step", "wall_time_s"})
 # Fields that define what the checkpoint holds: a resumed run cannot change them.
 _RESUME_FIXED_FIELDS = ("model", "act", "act_kwargs", "model_kwargs", "optimizer", "no_wd_bn_bias")
 
@@ -150,7 +154,8 @@ class Callback:
         """Before the first step of ``state.epoch``."""
 
     def on_step_end(self, state: TrainState) -> None:
-        """After each optimizer step; ``state.loss`` is the step's loss."""
+        """After each batch; ``state.loss`` is its loss (with ``grad_accum_steps`` k > 1 an
+        optimizer step follows every k-th batch and the last of the epoch)."""
 
     def on_epoch_end(self, state: TrainState) -> None:
         """After evaluation and the checkpoint; ``state.history[-1]`` is the epoch's row."""
@@ -259,6 +264,9 @@ def fit(
         ValueError: a bad setting (unknown model or dataset, batch not divisible by the world
             size, resuming with another model, activation or optimizer).
     """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"fit: config must be a TrainConfig (TrainConfig.preset(name), "
+                         f"TrainConfig.from_dict(...)), got {type(config).__name__}")
     if resume is not None and resume != config.resume:
         config = config.replace(resume=resume)
     if config.extra:
@@ -308,6 +316,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.checkpoint_sha256: str | None = None
         self.metrics_sha256: str | None = None
+        self.ema: torch.optim.swa_utils.AveragedModel | None = None
         self.provenance: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.global_step = 0
@@ -330,6 +339,11 @@ class _Run:
         self.checkpoint_sha256 = self.files.checkpoint_digest()
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: unknown checkpoint format {ckpt.get('format')!r}")
+        missing = sorted(_CHECKPOINT_KEYS - set(ckpt))
+        if missing:
+            raise CheckpointError(f"{path}: not a complete training checkpoint (no "
+                                  f"{', '.join(missing)}); move the run directory aside and "
+                                  "train the run again")
         old = ckpt["config"]
         new = self.config.to_dict()
         fixed = [k for k in _RESUME_FIXED_FIELDS if k in old and old[k] != new[k]]
@@ -484,7 +498,10 @@ class _Run:
                 "the training loader yields no batches (is the dataset smaller than a batch?)"
             )
         optimizer = build_optimizer(core, c)
-        scheduler = build_scheduler(optimizer, c, steps)
+        # the schedule counts optimizer steps: one per grad_accum_steps batches (and one for a
+        # last, shorter group of the epoch)
+        scheduler = build_scheduler(optimizer, c, -(-steps // c.grad_accum_steps))
+        self.ema = _ema_model(core, c.ema_decay)
 
         if ckpt is not None:
             # Hyperparameters as the current config sets them; loading would restore the old.
@@ -502,6 +519,11 @@ class _Run:
                 optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
             ):
                 group["lr"] = base * fn(scheduler.last_epoch)
+            if self.ema is not None:
+                if "ema" not in ckpt:
+                    raise ValueError(f"cannot resume {self.files.checkpoint_path} with ema_decay "
+                                     f"set: it was trained without an EMA of its weights")
+                self.ema.load_state_dict(ckpt["ema"])
             self.history = list(ckpt["history"])
             self.start_epoch = int(ckpt["epoch"])
             self.global_step = int(ckpt["global_step"])
@@ -586,7 +608,7 @@ class _Run:
         train = self._train_epoch(epoch, model, train_loader, steps)
         t_train = time.perf_counter() - t0
         test = evaluate(
-            core,
+            core if self.ema is None else self.ema.module,
             test_loader,
             device=env.device,
             channels_last=c.channels_last,
@@ -648,10 +670,19 @@ class _Run:
                 value = all_reduce_sum(check, env).item() / env.world_size
                 if not math.isfinite(value):
                     raise NonFiniteLossError(epoch, step, value)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
+                k = c.grad_accum_steps
+                if step % k == 0:
+                    optimizer.zero_grad(set_to_none=True)
+                (loss / k if k > 1 else loss).backward()
+                if (step + 1) % k == 0 or step + 1 == steps:
+                    if c.grad_clip_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(
+                            [p for g in optimizer.param_groups for p in g["params"]],
+                            c.grad_clip_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(_unwrapped(model))
                 n = y.shape[0]
                 sums[0] += loss.detach().double() * n
                 sums[1] += (logits.detach().argmax(dim=1) == y).sum()
@@ -718,6 +749,7 @@ class _Run:
             "wall_time_s": self.wall_time(),
             "torch_version": str(torch.__version__),
             "provenance": list(self.provenance),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def _tensorboard(self) -> Any:
@@ -737,6 +769,21 @@ class _Run:
 
 
 # ---------------------------------------------------------------------- helpers
+def _ema_model(core: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
+    """PyTorch's AveragedModel as an exponential moving average of ``core``'s parameters and
+    buffers (BatchNorm statistics too), or None without ``decay``."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module DDP wraps (the EMA averages its weights, not the wrapper's)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def _best_row(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The epoch with the highest test top-1 (the earliest on ties); {} before any epoch."""
     if not history:

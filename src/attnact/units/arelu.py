@@ -56,7 +56,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnact._checks import check_choice
+from attnact._checks import check_bool, check_choice
+from attnact.units import native
 from attnact.units.arelu_function import (
     ALPHA_RANGE,
     ELSA_FORWARD,
@@ -149,6 +150,10 @@ def arelu(
     (use the return value either way). Integer and bool inputs raise ``TypeError``.
     """
     check_float_input(x, "AReLU")
+    if implementation == "auto" and not inplace and _function_fits(x, alpha, beta) and (
+        native.arelu_ready(x, alpha, beta)
+    ):
+        return torch.ops.attnact.arelu(x, alpha, beta)  # the native operator (units/native.py)
     if implementation == "function" or (
         implementation == "auto" and _function_fits(x, alpha, beta)
     ):
@@ -255,7 +260,7 @@ class AReLU(nn.Module):
         super().__init__()
         self.alpha = nn.Parameter(torch.tensor([_check_scalar("alpha", alpha)]))
         self.beta = nn.Parameter(torch.tensor([_check_scalar("beta", beta)]))
-        self.inplace = bool(inplace)
+        self.inplace = check_bool("inplace", inplace)
         self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -298,6 +303,11 @@ class ELSA(nn.Module):
         **act_kwargs: Any,
     ) -> None:
         super().__init__()
+        if not (isinstance(activation, (str, nn.Module)) or callable(activation)):
+            raise ValueError(
+                "activation must be a registered name, an nn.Module class, a factory or a "
+                f"module instance, got {activation!r}"
+            )
         if isinstance(activation, nn.Module):
             if act_kwargs:
                 raise ValueError("activation keyword arguments need a name or class, not a module")
@@ -313,7 +323,7 @@ class ELSA(nn.Module):
         self.beta = nn.Parameter(torch.tensor([_check_scalar("beta", beta)]))
         out_channels = getattr(self.activation, "out_channels", None)
         self._gate_after = callable(out_channels)  # channel-changing units such as Maxout
-        self.inplace = bool(inplace)
+        self.inplace = check_bool("inplace", inplace)
         self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
         if self._gate_after:
             # Hosts widen the layer before a channel-changing unit by its pool size (ActPlan);

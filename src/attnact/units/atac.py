@@ -24,6 +24,9 @@ Three paths compute the same values and gradients (issue #6):
   :func:`memory_efficient_mode` or the environment variable ``ATTNACT_MEMORY_EFFICIENT=1``. The
   switch is read at every forward, so it changes the path of existing modules too.
 
+On CPU the fast and memory-efficient paths run attnact's fused native operators instead of the
+Function where they build (:mod:`attnact.units.native`; the fast path then saves x and z₁).
+
 BatchNorm keeps ``nn.BatchNorm2d``'s semantics on every path: in training the batch statistics
 (biased variance) normalise, and running_mean/running_var are updated once per forward with the
 module's momentum (cumulative average when momentum is None), num_batches_tracked counts up;
@@ -37,8 +40,10 @@ autocast; dtypes other than float32/float64; devices other than CPU and CUDA (e.
 tensors of shape and FLOP probes); submodules replaced or changed (a SyncBatchNorm, a convolution
 with bias, ...) or carrying hooks, module-level or global (``FlopCounterMode``'s module
 tracker), which the Function would bypass; one value per channel in training (so the reference
-raises BatchNorm's own error); and, on CPU, a small input on the default path (``memory_efficient``
-left at None with the global switch off): see :data:`CPU_FAST_PATH_MIN`. ``"function"`` takes the
+raises BatchNorm's own error); and, on CPU without the native operators, a small input on the
+default path (``memory_efficient`` left at None with the global switch off): see
+:data:`CPU_FAST_PATH_MIN`. Inside an outer ``torch.compile`` the native operators, where built,
+stay in the graph (one operator each way, no graph break). ``"function"`` takes the
 Function wherever its structure fits
 (same submodules, dtypes, no autocast), also under an outer compile or with hooks, which it then
 bypasses (benchmarks); ``"reference"`` the composition.
@@ -59,11 +64,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from attnact._checks import check_choice, check_positive_int
+from attnact._checks import check_bool, check_choice, check_positive_int
+from attnact.units import native
 from attnact.units.atac_function import ATACFunction, BNConfig
 from attnact.units.inputs import check_float_input
 from attnact.units.layout import LazyChannels, as_nchw, check_channel_dim
 from attnact.units.registry import register_activation
+from attnact.units.rewrite import has_hooks
 
 __all__ = [
     "ATAC",
@@ -164,18 +171,6 @@ def _is_plain_batchnorm(bn: nn.Module) -> bool:
     )
 
 
-def _has_hooks(m: nn.Module) -> bool:
-    return any(
-        getattr(m, name, None)
-        for name in (
-            "_forward_hooks",
-            "_forward_pre_hooks",
-            "_backward_hooks",
-            "_backward_pre_hooks",
-        )
-    )
-
-
 def _global_module_hooks() -> bool:
     mod = nn.modules.module
     return any(
@@ -267,11 +262,12 @@ class ATAC(LazyChannels, nn.Module):
                 "memory_efficient=True needs implementation 'auto' or 'function', "
                 "got implementation='reference'"
             )
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0:
-            raise ValueError(f"r (the reduction ratio) must be positive, got {r!r}")
+        # inf passes `r > 0` but leaves no bottleneck channel (and no placeholder width)
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < math.inf:
+            raise ValueError(f"r (the reduction ratio) must be positive and finite, got {r!r}")
         self.r = r
-        self.use_relu = use_relu
-        self.use_global = use_global
+        self.use_relu = check_bool("use_relu", use_relu)
+        self.use_global = check_bool("use_global", use_global)
         self.memory_efficient = memory_efficient
         self.implementation = implementation
         self.channel_dim = check_channel_dim(channel_dim)
@@ -328,6 +324,9 @@ class ATAC(LazyChannels, nn.Module):
             x4.requires_grad or any(p.requires_grad for p in params)
         )
         w1, g1, b1, w2, g2, b2 = params
+        if native.ready(x4):  # the fused native operators (units/native.py)
+            return native.atac(x4, w1, g1, b1, w2, g2, b2, (rm1, rv1), (rm2, rv2), bn1, bn2,
+                               self.use_relu, keep_z1=path == "fast" and recording)
         return ATACFunction.apply(
             x4, w1, g1, b1, w2, g2, b2, rm1, rv1, rm2, rv2, bn1, bn2, self.use_relu,
             path == "memory_efficient" or not recording,
@@ -347,7 +346,8 @@ class ATAC(LazyChannels, nn.Module):
         me = self.memory_efficient
         if me is None:
             me = memory_efficient_enabled()
-            if not me and self.implementation == "auto" and _small_on_cpu(x):
+            if (not me and self.implementation == "auto" and _small_on_cpu(x)
+                    and not native.ready(x)):
                 return "reference"
         return "memory_efficient" if me else "fast"
 
@@ -355,7 +355,9 @@ class ATAC(LazyChannels, nn.Module):
         if self.use_global or not isinstance(x, torch.Tensor):
             return True
         auto = self.implementation == "auto"
-        if auto and (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()):
+        if auto and torch._C._are_functorch_transforms_active():
+            return True
+        if auto and torch.compiler.is_compiling() and not native.ready(x):
             return True
         if x.dtype not in (torch.float32, torch.float64) or x.numel() == 0:
             return True
@@ -375,7 +377,7 @@ class ATAC(LazyChannels, nn.Module):
         if batch_stats and x.numel() // x.shape[1] <= 1:
             return True  # BatchNorm raises its own error for one value per channel
         # hooks on the submodules would be bypassed by the Function
-        return auto and (_global_module_hooks() or any(map(_has_hooks, self.children())))
+        return auto and (_global_module_hooks() or any(map(has_hooks, self.children())))
 
     def extra_repr(self) -> str:
         s = (

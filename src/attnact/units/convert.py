@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 import operator
 import warnings
 from collections.abc import Callable, Iterator
@@ -61,14 +60,19 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from attnact.units.registry import activation_spec, create_act_layer, list_activations
+from attnact.units.rewrite import (
+    ORDERS,
+    LeafTracer,
+    alias_paths,
+    attach_attribute,
+    is_attnact_unit,
+    select_sites,
+    set_module,
+)
 
 __all__ = ["ConversionReport", "ReplacedSite", "SkippedSite", "convert_activations"]
 
-ORDERS = ("last_first", "first_first")
 REPORT_ATTR = "conversion_report"
-# torch.fx.graph_module._USER_PRESERVED_ATTRIBUTES_KEY (private, hence spelled out; an unknown
-# key in GraphModule.meta is harmless on torch versions that do not read it).
-_FX_PRESERVED_ATTRS = "_user_preserved_attributes"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,34 +383,8 @@ def _is_uninitialized(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
 
 
-def _is_attnact_unit(m: nn.Module) -> bool:
-    return type(m).__module__.startswith("attnact.units.")
-
-
 def _is_opaque(m: nn.Module, matcher: _Matcher, leaf_modules: tuple[type, ...]) -> bool:
-    return isinstance(m, matcher.modules) or _is_attnact_unit(m) or isinstance(m, leaf_modules)
-
-
-class _SiteTracer(fx.Tracer):
-    """Symbolic tracer that does not trace into activation units, matched or leaf modules.
-
-    attnact units are opaque because some have Python control flow on shapes, and their inner
-    ReLUs (ATAC has one) belong to the unit, not to the host network.
-    """
-
-    # Defaults because unpickling a GraphModule re-traces with a no-argument subclass of the
-    # tracer class that built it.
-    def __init__(
-        self, matcher: _Matcher | None = None, leaf_modules: tuple[type, ...] = ()
-    ) -> None:
-        super().__init__()
-        self._matcher = matcher or _Matcher((), frozenset(), frozenset())
-        self._leaf_modules = leaf_modules
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if _is_opaque(m, self._matcher, self._leaf_modules):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
+    return isinstance(m, matcher.modules) or is_attnact_unit(m) or isinstance(m, leaf_modules)
 
 
 def _module_candidates(
@@ -739,7 +717,7 @@ def _infer_layout(gm: fx.GraphModule, node: Any, depth: int = 0) -> Layout:
         axis = _module_axis(m)
         if axis is not None:
             return _module_width(m), axis, f"{type(m).__name__} {node.target}"
-        if isinstance(m, _SAME_CHANNEL_MODULES) or _is_attnact_unit(m):
+        if isinstance(m, _SAME_CHANNEL_MODULES) or is_attnact_unit(m):
             # attnact units preserve channels, except Maxout which the caller refuses as `to`
             # but may meet in the host network: its class name tells.
             if "maxout" in type(m).__name__.lower():
@@ -866,16 +844,6 @@ def _assign_names(root: nn.Module, sites: list[_Site]) -> None:
             s.name = unique(f"{s.owner}.{leaf}" if s.owner else leaf)
 
 
-def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, leaf = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    parent.add_module(leaf, module)
-
-
-def _alias_paths(root: nn.Module, module: nn.Module) -> list[str]:
-    return [p for p, m in root.named_modules(remove_duplicate=False) if m is module and p]
-
-
 def _n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -912,8 +880,8 @@ def _rewrite_graph(gm: fx.GraphModule, site: _Site, unit: nn.Module) -> None:
     later_readers = [u for u in inp.users if u is not node and order[u] > order[node]]
     if site.kind == "module":
         if site.n_calls == 1:
-            for alias in _alias_paths(gm, gm.get_submodule(site.path)):
-                _set_module(gm, alias, unit)
+            for alias in alias_paths(gm, gm.get_submodule(site.path)):
+                set_module(gm, alias, unit)
         else:
             gm.add_submodule(site.name, unit)
             node.target = site.name
@@ -972,7 +940,7 @@ def _activation_types(root: nn.Module, gm: fx.GraphModule | None) -> str:
     counts: dict[str, int] = {}
     for m in root.modules():
         name = type(m).__name__
-        if (type(m).__module__ == "torch.nn.modules.activation" or _is_attnact_unit(m)
+        if (type(m).__module__ == "torch.nn.modules.activation" or is_attnact_unit(m)
                 or any(k in name.lower() for k in ("activation", "relu", "gelu", "silu", "swish"))):
             counts[f"{name} (module)"] = counts.get(f"{name} (module)", 0) + 1
     if gm is not None:
@@ -981,6 +949,297 @@ def _activation_types(root: nn.Module, gm: fx.GraphModule | None) -> str:
                 key = f"{_function_label(node.target)} (call)"
                 counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps of convert_activations, in the order it runs them
+# ---------------------------------------------------------------------------------------------
+
+# stacklevel of a warning raised in a helper of a step (helper -> step -> convert_activations
+# -> the user's call), so that it points at the user's line; a step itself uses one less.
+_USER_FRAME = 4
+# The tracer under its former name: a pickled GraphModule names the tracer class that built it
+# and re-traces with it when loaded.
+_SiteTracer = LeafTracer
+
+
+@dataclass
+class _Conversion:
+    """What the steps of :func:`convert_activations` hand on to each other."""
+
+    to: Any
+    target: _Target
+    matcher: _Matcher
+    match: Any
+    leaf_modules: tuple[type[nn.Module], ...]
+    channel_dim: int | None
+    args: tuple[Any, ...] | None
+    unit_kwargs: dict[str, Any]
+    work: nn.Module
+    report: ConversionReport
+    gm: fx.GraphModule | None = None
+    trace_error: Exception | None = None
+    candidates: dict[str, nn.Module] = field(default_factory=dict)
+    hidden: list[SkippedSite] = field(default_factory=list)
+    sites: list[_Site] = field(default_factory=list)
+    chosen: list[_Site] = field(default_factory=list)
+    use_fx: bool = False
+    units: dict[str, nn.Module] = field(default_factory=dict)
+    removed: dict[int, nn.Module] = field(default_factory=dict)
+    result: nn.Module | None = None
+
+
+def _validate(
+    model: Any, to: Any, fraction: Any, order: Any, example_input: Any, match: Any,
+    leaf_modules: Any, channel_dim: Any, unit_kwargs: dict[str, Any],
+) -> _Conversion:
+    """Check every argument (a clear error before any work), then copy the model: the user's
+    model is never touched, even if a later step fails half-way."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            "convert_activations needs an eager nn.Module, got a TorchScript module "
+            f"({type(model).__name__}): its code is compiled and cannot be rewritten. Convert "
+            "the eager model first, then script the result"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if channel_dim is not None and (isinstance(channel_dim, bool) or channel_dim not in (1, -1)):
+        raise ValueError(f"channel_dim must be None, 1 or -1, got {channel_dim!r}")
+    fraction = _check_fraction(fraction)
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
+    target = _describe_target(to)
+    matcher = _build_matcher(match)
+    leaf_modules = tuple(leaf_modules)
+    if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in leaf_modules):
+        raise ValueError(f"leaf_modules must be a tuple of nn.Module classes, got {leaf_modules!r}")
+    args = _as_args(example_input)
+    return _Conversion(
+        to=to, target=target, matcher=matcher, match=match, leaf_modules=leaf_modules,
+        channel_dim=channel_dim, args=args, unit_kwargs=unit_kwargs, work=copy.deepcopy(model),
+        report=ConversionReport(to=target.label, fraction=fraction, order=order),
+    )
+
+
+def _materialise_lazy(c: _Conversion) -> None:
+    """Give lazy modules (ATAC() in act_layer= slots) their shapes by a first forward on the
+    example input, as the user would before training: fx cannot trace them before."""
+    lazy = [p for p, m in c.work.named_modules() if _is_uninitialized(m)]
+    if lazy and c.args is not None:
+        _run_example(c.work, c.args)
+        c.report.notes.append(f"lazy modules materialised by a first forward on example_input: "
+                              f"{', '.join(lazy)}")
+    elif lazy:
+        c.report.notes.append(f"lazy modules not materialised yet ({', '.join(lazy)}): fx cannot "
+                              "trace them; run one forward first or pass example_input")
+
+
+def _find_sites(c: _Conversion) -> None:
+    """Every matched call site in execution order: from the fx graph, else from forward hooks on
+    ``example_input``, else from module registration order; then the not-called modules."""
+    c.candidates, c.hidden = _module_candidates(c.work, c.matcher, c.leaf_modules)
+    try:
+        graph = LeafTracer(c.matcher.modules + c.leaf_modules).trace(c.work)
+        c.gm = _full_graph_module(c.work, graph)
+    except Exception as exc:  # fx raises many types on untraceable user code; we fall back
+        c.trace_error = exc
+    if c.gm is not None:
+        _sites_by_graph(c, c.gm)
+    else:
+        _sites_without_graph(c)
+    if not c.sites:
+        seen = _activation_types(c.work if c.gm is None else c.gm, c.gm)
+        msg = (f"convert_activations matched no activation call site "
+               f"(match={_match_label(c.match)}); activations in the model: "
+               f"{seen or 'none recognised'}. Pass match=... with those classes or names, e.g. "
+               "match=('relu', 'gelu')")
+        c.report.notes.append(msg)
+        warnings.warn(msg, stacklevel=_USER_FRAME - 1)
+    called = {s.path for s in c.sites if s.kind == "module"}
+    if c.gm is not None or c.args is not None:
+        c.report.skipped += [SkippedSite(p, "never called in forward")
+                             for p in c.candidates if p not in called]
+    c.report.skipped += [h for h in c.hidden if h.site not in called]
+
+
+def _sites_by_graph(c: _Conversion, gm: fx.GraphModule) -> None:
+    """Sites from the traced graph, each with the channel axis of the layer producing its input
+    (else of the first layer reading its output), and shapes from ``example_input``."""
+    c.sites, notes = _sites_from_graph(gm, c.matcher)
+    c.report.notes += notes
+    for s in c.sites:
+        s.channels, s.channel_dim, s.axis_source = _infer_layout(gm, _site_input(s.node))
+        if s.channel_dim is None and s.node is not None:
+            s.channels, s.channel_dim, s.axis_source = _consumer_layout(gm, s.node)
+    if c.args is not None:
+        _propagate_shapes(gm, c.args, c.sites)
+
+
+def _sites_without_graph(c: _Conversion) -> None:
+    """The fallbacks when fx cannot trace: forward hooks on ``example_input`` (execution order),
+    else module registration order (each module assumed called once, with a warning)."""
+    why = f"fx could not trace the model ({type(c.trace_error).__name__}: {c.trace_error})"
+    if c.args is not None:
+        c.sites = _sites_from_hooks(c.work, c.candidates, c.args)
+        c.report.notes.append(f"{why}; call sites found with forward hooks on example_input, "
+                              "functional calls (F.relu, x.relu()) were not searched")
+        return
+    c.sites = [
+        _Site(index=i, kind="module", original=f"{p} ({type(m).__name__})", path=p,
+              inplace=bool(getattr(m, "inplace", False)))
+        for i, (p, m) in enumerate(c.candidates.items())
+    ]
+    msg = (f"{why}; sites taken in module registration order, assuming each module is "
+           "called once; functional calls were not searched. Pass example_input to check.")
+    c.report.notes.append(msg)
+    warnings.warn(msg, stacklevel=_USER_FRAME)
+
+
+def _override_channel_dim(c: _Conversion) -> None:
+    """``channel_dim=`` given: every site takes that axis, and its width along it."""
+    if c.channel_dim is None:
+        return
+    for s in c.sites:
+        if s.channel_dim != c.channel_dim:
+            s.channels = _channels_of(s.shape, c.channel_dim) if s.shape is not None else None
+        s.channel_dim, s.axis_source = c.channel_dim, "channel_dim argument"
+
+
+def _select(c: _Conversion) -> None:
+    """The sites to replace by the fraction/order rule (:func:`~attnact.units.rewrite.
+    select_sites`, ATAC paper Fig. 6); the others go to the report as not selected."""
+    report, n = c.report, len(c.sites)
+    c.chosen = [c.sites[i] for i in select_sites(n, report.fraction, report.order)]
+    chosen_ids = {s.index for s in c.chosen}
+    for s in c.sites:
+        if s.index not in chosen_ids:
+            report.skipped.append(SkippedSite(
+                s.original, f"not selected: fraction={report.fraction}, order={report.order!r} "
+                f"replaces {len(c.chosen)} of {n} sites", s.index))
+    report.skipped.sort(key=lambda s: (s.index is None, s.index or 0))
+
+
+def _check_channels(c: _Conversion) -> None:
+    """A unit that needs a channel count gets, at every chosen site, a known axis it can take
+    and a known width; otherwise a ValueError naming the sites."""
+    target = c.target
+    if not target.needs_channels:
+        return
+    no_axis = [s for s in c.chosen if s.channel_dim is None and s.shape is not None]
+    if no_axis:
+        where = "; ".join(
+            f"{s.original} (input shape {tuple(s.shape) if s.shape is not None else '?'})"
+            for s in no_axis)
+        raise ValueError(
+            f"to={target.label!r} needs each site's channel axis, which cannot be told for: "
+            f"{where}. No Conv/Norm (axis 1) or Linear/LayerNorm (axis -1) produces the "
+            f"input; pass channel_dim=1 for (N, C, L) inputs or channel_dim=-1 for (N, L, C)"
+            f" tokens"
+        )
+    if not target.takes_channel_dim:
+        last = [s for s in c.chosen if s.channel_dim == -1 and
+                (s.shape is None or len(s.shape) > 2)]
+        if last:
+            raise ValueError(
+                f"to={target.label!r} does not take channel_dim, but site(s) "
+                f"{', '.join(s.original for s in last)} have their channels last"
+            )
+    missing = [s for s in c.chosen if s.channels is None]
+    if missing:
+        where = ", ".join(s.original for s in missing)
+        hint = ("pass example_input=... so shapes can be propagated" if c.args is None
+                else "the unit needs inputs with a channel dimension")
+        raise ValueError(
+            f"to={target.label!r} needs the channel count of each site, which could not be "
+            f"determined for: {where}; {hint}"
+        )
+
+
+def _choose_strategy(c: _Conversion) -> None:
+    """Swap modules in the copy when every chosen site is a module called once; otherwise
+    rewrite the fx graph (refused when there is none). Names every site's new unit."""
+    c.use_fx = any(
+        s.kind != "module" or s.n_calls > 1 or _reads_input_later(s) for s in c.chosen
+    )
+    if c.use_fx and c.gm is None:
+        multi = sorted({s.original for s in c.chosen if s.n_calls > 1})
+        raise ValueError(
+            f"module(s) {', '.join(multi)} are called more than once, so each call needs its "
+            f"own unit, which needs an fx graph; but fx could not trace the model "
+            f"({type(c.trace_error).__name__}: {c.trace_error}). Pass the classes of the "
+            f"submodules with data-dependent control flow as leaf_modules=(...), or replace "
+            f"fewer sites."
+        )
+    if c.gm is not None:
+        _assign_names(c.gm if c.use_fx else c.work, c.sites)
+    else:
+        for s in c.sites:
+            s.name = s.path
+    c.result = c.gm if c.use_fx and c.gm is not None else c.work
+
+
+def _build_units(c: _Conversion) -> None:
+    """One fresh unit per chosen site, with that site's channels and axis, on the model's
+    device and dtype; a constructor error is re-raised naming the site."""
+    placement = _placement(c.work)
+    for s in c.chosen:
+        try:
+            layout = {"channel_dim": s.channel_dim} if c.target.takes_channel_dim else {}
+            unit = create_act_layer(c.to, channels=s.channels, **layout, **c.unit_kwargs)
+        except (TypeError, ValueError) as exc:  # not a retry: re-raised with the failing site
+            raise ValueError(
+                f"building {c.target.label!r} for site {s.original} (channels={s.channels}) "
+                f"failed: {exc}"
+            ) from exc
+        c.units[s.name] = unit.to(**placement)
+
+
+def _swap(c: _Conversion) -> None:
+    """Put each new unit at its site: at every path of the old module, or by rewriting the
+    graph; the old modules that leave the model are kept to count their parameters."""
+    result = c.result
+    assert result is not None
+    for s in c.chosen:
+        unit = c.units[s.name]
+        if s.kind == "module" and s.n_calls == 1:
+            old = result.get_submodule(s.path)
+            c.removed[id(old)] = old
+        if c.use_fx:
+            _rewrite_graph(result, s, unit)  # type: ignore[arg-type]
+        else:
+            old = c.work.get_submodule(s.path)
+            for alias in alias_paths(c.work, old):
+                set_module(c.work, alias, unit)
+        c.report.replaced.append(ReplacedSite(
+            site=s.name, channels=s.channels, params_added=_n_params(unit), index=s.index,
+            original=s.original, unit=type(unit).__name__, channel_dim=s.channel_dim,
+            axis_source=s.axis_source))
+
+
+def _clean_up_graph(c: _Conversion) -> None:
+    """After a graph rewrite: drop modules no node calls any more, make the code picklable and
+    recompile it. Then count the parameters that left the model."""
+    if c.use_fx:
+        result = c.result
+        assert isinstance(result, fx.GraphModule)
+        # A module called at several sites, all of them replaced, is now dead weight: drop it
+        # (its parameters would get no gradient, which e.g. DDP rejects).
+        still_called = {nd.target for nd in result.graph.nodes if nd.op == "call_module"}
+        for path in sorted({s.path for s in c.chosen if s.kind == "module" and s.n_calls > 1}):
+            if path not in still_called and _has_attr_path(result, path):
+                old = result.get_submodule(path)
+                c.removed[id(old)] = old
+                for alias in alias_paths(result, old):
+                    result.delete_submodule(alias)
+        for nd in result.graph.nodes:
+            # `from __future__ import annotations` makes forward()'s annotations strings, which
+            # fx turns into string globals that GraphModule pickling (torch.save) chokes on.
+            if isinstance(nd.type, str):
+                nd.type = None
+        result.graph.lint()
+        result.recompile()
+        c.report.method = "fx"
+    c.report.params_removed = sum(_n_params(m) for m in c.removed.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1045,206 +1304,19 @@ def convert_activations(
             when a graph rewrite is needed.
         TypeError: a TorchScript module (convert the eager model, then script the result).
     """
-    if isinstance(model, torch.jit.ScriptModule):
-        raise TypeError(
-            "convert_activations needs an eager nn.Module, got a TorchScript module "
-            f"({type(model).__name__}): its code is compiled and cannot be rewritten. Convert "
-            "the eager model first, then script the result"
-        )
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if channel_dim is not None and (isinstance(channel_dim, bool) or channel_dim not in (1, -1)):
-        raise ValueError(f"channel_dim must be None, 1 or -1, got {channel_dim!r}")
-    fraction = _check_fraction(fraction)
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
-    target = _describe_target(to)
-    matcher = _build_matcher(match)
-    leaf_modules = tuple(leaf_modules)
-    if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in leaf_modules):
-        raise ValueError(f"leaf_modules must be a tuple of nn.Module classes, got {leaf_modules!r}")
-    args = _as_args(example_input)
-
-    work = copy.deepcopy(model)  # the user's model is never touched, even if we fail half-way
-    report = ConversionReport(to=target.label, fraction=fraction, order=order)
-    lazy = [p for p, m in work.named_modules() if _is_uninitialized(m)]
-    if lazy and args is not None:
-        # lazy modules (ATAC() in act_layer= slots) take their shapes from a first forward;
-        # fx cannot trace them before. Run it on the copy, as the user would before training.
-        _run_example(work, args)
-        report.notes.append(f"lazy modules materialised by a first forward on example_input: "
-                            f"{', '.join(lazy)}")
-    elif lazy:
-        report.notes.append(f"lazy modules not materialised yet ({', '.join(lazy)}): fx cannot "
-                            "trace them; run one forward first or pass example_input")
-    candidates, hidden = _module_candidates(work, matcher, leaf_modules)
-
-    gm: fx.GraphModule | None = None
-    trace_error: Exception | None = None
-    try:
-        graph = _SiteTracer(matcher, leaf_modules).trace(work)
-        gm = _full_graph_module(work, graph)
-    except Exception as exc:  # fx raises many types on untraceable user code; we fall back
-        trace_error = exc
-
-    if gm is not None:
-        sites, notes = _sites_from_graph(gm, matcher)
-        report.notes += notes
-        for s in sites:
-            s.channels, s.channel_dim, s.axis_source = _infer_layout(gm, _site_input(s.node))
-            if s.channel_dim is None and s.node is not None:
-                s.channels, s.channel_dim, s.axis_source = _consumer_layout(gm, s.node)
-        if args is not None:
-            _propagate_shapes(gm, args, sites)
-    else:
-        why = f"fx could not trace the model ({type(trace_error).__name__}: {trace_error})"
-        if args is not None:
-            sites = _sites_from_hooks(work, candidates, args)
-            report.notes.append(f"{why}; call sites found with forward hooks on example_input, "
-                                "functional calls (F.relu, x.relu()) were not searched")
-        else:
-            sites = [
-                _Site(index=i, kind="module", original=f"{p} ({type(m).__name__})", path=p,
-                      inplace=bool(getattr(m, "inplace", False)))
-                for i, (p, m) in enumerate(candidates.items())
-            ]
-            msg = (f"{why}; sites taken in module registration order, assuming each module is "
-                   "called once; functional calls were not searched. Pass example_input to check.")
-            report.notes.append(msg)
-            warnings.warn(msg, stacklevel=2)
-
-    if channel_dim is not None:
-        for s in sites:
-            if s.channel_dim != channel_dim:
-                s.channels = _channels_of(s.shape, channel_dim) if s.shape is not None else None
-            s.channel_dim, s.axis_source = channel_dim, "channel_dim argument"
-    if not sites:
-        seen = _activation_types(work if gm is None else gm, gm)
-        msg = (f"convert_activations matched no activation call site (match={_match_label(match)})"
-               f"; activations in the model: {seen or 'none recognised'}. Pass match=... with "
-               "those classes or names, e.g. match=('relu', 'gelu')")
-        report.notes.append(msg)
-        warnings.warn(msg, stacklevel=2)
-
-    called = {s.path for s in sites if s.kind == "module"}
-    if gm is not None or args is not None:
-        report.skipped += [SkippedSite(p, "never called in forward")
-                           for p in candidates if p not in called]
-    report.skipped += [h for h in hidden if h.site not in called]
-
-    # Which sites: round(fraction * n), halves up, from the end (ATAC paper, Fig. 6) or start.
-    n = len(sites)
-    k = min(n, math.floor(fraction * n + 0.5))
-    chosen = sites[n - k:] if order == "last_first" else sites[:k]
-    chosen_ids = {s.index for s in chosen}
-    for s in sites:
-        if s.index not in chosen_ids:
-            report.skipped.append(SkippedSite(
-                s.original, f"not selected: fraction={fraction}, order={order!r} "
-                f"replaces {k} of {n} sites", s.index))
-    report.skipped.sort(key=lambda s: (s.index is None, s.index or 0))
-
-    if target.needs_channels:
-        no_axis = [s for s in chosen if s.channel_dim is None and s.shape is not None]
-        if no_axis:
-            where = "; ".join(
-                f"{s.original} (input shape {tuple(s.shape) if s.shape is not None else '?'})"
-                for s in no_axis)
-            raise ValueError(
-                f"to={target.label!r} needs each site's channel axis, which cannot be told for: "
-                f"{where}. No Conv/Norm (axis 1) or Linear/LayerNorm (axis -1) produces the "
-                f"input; pass channel_dim=1 for (N, C, L) inputs or channel_dim=-1 for (N, L, C)"
-                f" tokens"
-            )
-        if not target.takes_channel_dim:
-            last = [s for s in chosen if s.channel_dim == -1 and
-                    (s.shape is None or len(s.shape) > 2)]
-            if last:
-                raise ValueError(
-                    f"to={target.label!r} does not take channel_dim, but site(s) "
-                    f"{', '.join(s.original for s in last)} have their channels last"
-                )
-        missing = [s for s in chosen if s.channels is None]
-        if missing:
-            where = ", ".join(s.original for s in missing)
-            hint = ("pass example_input=... so shapes can be propagated" if args is None
-                    else "the unit needs inputs with a channel dimension")
-            raise ValueError(
-                f"to={target.label!r} needs the channel count of each site, which could not be "
-                f"determined for: {where}; {hint}"
-            )
-
-    use_fx = any(
-        s.kind != "module" or s.n_calls > 1 or _reads_input_later(s) for s in chosen
-    )
-    if use_fx and gm is None:
-        multi = sorted({s.original for s in chosen if s.n_calls > 1})
-        raise ValueError(
-            f"module(s) {', '.join(multi)} are called more than once, so each call needs its "
-            f"own unit, which needs an fx graph; but fx could not trace the model "
-            f"({type(trace_error).__name__}: {trace_error}). Pass the classes of the submodules "
-            f"with data-dependent control flow as leaf_modules=(...), or replace fewer sites."
-        )
-    if gm is not None:
-        _assign_names(gm if use_fx else work, sites)
-    else:
-        for s in sites:
-            s.name = s.path
-
-    placement = _placement(work)
-    units: dict[str, nn.Module] = {}
-    removed: dict[int, nn.Module] = {}
-    result: nn.Module = gm if use_fx and gm is not None else work
-    for s in chosen:
-        try:
-            layout = {"channel_dim": s.channel_dim} if target.takes_channel_dim else {}
-            unit = create_act_layer(to, channels=s.channels, **layout, **unit_kwargs)
-        except (TypeError, ValueError) as exc:  # not a retry: re-raised with the failing site
-            raise ValueError(
-                f"building {target.label!r} for site {s.original} (channels={s.channels}) "
-                f"failed: {exc}"
-            ) from exc
-        unit = unit.to(**placement)
-        units[s.name] = unit
-        if s.kind == "module" and s.n_calls == 1:
-            old = result.get_submodule(s.path)
-            removed[id(old)] = old
-        if use_fx:
-            _rewrite_graph(result, s, unit)  # type: ignore[arg-type]
-        else:
-            old = work.get_submodule(s.path)
-            for alias in _alias_paths(work, old):
-                _set_module(work, alias, unit)
-        report.replaced.append(ReplacedSite(
-            site=s.name, channels=s.channels, params_added=_n_params(unit), index=s.index,
-            original=s.original, unit=type(unit).__name__, channel_dim=s.channel_dim,
-            axis_source=s.axis_source))
-
-    if use_fx:
-        assert isinstance(result, fx.GraphModule)
-        # A module called at several sites, all of them replaced, is now dead weight: drop it
-        # (its parameters would get no gradient, which e.g. DDP rejects).
-        still_called = {nd.target for nd in result.graph.nodes if nd.op == "call_module"}
-        for path in sorted({s.path for s in chosen if s.kind == "module" and s.n_calls > 1}):
-            if path not in still_called and _has_attr_path(result, path):
-                old = result.get_submodule(path)
-                removed[id(old)] = old
-                for alias in _alias_paths(result, old):
-                    result.delete_submodule(alias)
-        for nd in result.graph.nodes:
-            # `from __future__ import annotations` makes forward()'s annotations strings, which
-            # fx turns into string globals that GraphModule pickling (torch.save) chokes on.
-            if isinstance(nd.type, str):
-                nd.type = None
-        result.graph.lint()
-        result.recompile()
-        report.method = "fx"
-    report.params_removed = sum(_n_params(m) for m in removed.values())
-
-    if args is not None and chosen:
-        _verify(result, args, units)
-    setattr(result, REPORT_ATTR, report)  # a plain attribute: documented home of the report
-    if isinstance(result, fx.GraphModule):
-        # GraphModule.__deepcopy__ rebuilds the module and keeps only attributes listed here.
-        result.meta.setdefault(_FX_PRESERVED_ATTRS, {})[REPORT_ATTR] = report
-    return result
+    c = _validate(model, to, fraction, order, example_input, match, leaf_modules, channel_dim,
+                  unit_kwargs)
+    _materialise_lazy(c)
+    _find_sites(c)
+    _override_channel_dim(c)
+    _select(c)
+    _check_channels(c)
+    _choose_strategy(c)
+    _build_units(c)
+    _swap(c)
+    _clean_up_graph(c)
+    assert c.result is not None
+    if c.args is not None and c.chosen:
+        _verify(c.result, c.args, c.units)
+    attach_attribute(c.result, REPORT_ATTR, c.report)  # documented home of the report
+    return c.result

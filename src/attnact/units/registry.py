@@ -137,6 +137,8 @@ def list_activations(*, include_elsa: bool = True) -> list[str]:
 
 def activation_spec(name: str) -> ActivationSpec:
     """The :class:`ActivationSpec` registered under ``name`` (case-insensitive)."""
+    if not isinstance(name, str):
+        raise ValueError(f"activation name must be a string, got {name!r}")
     key = name.lower().replace("-", "_")
     try:
         return _REGISTRY[key]

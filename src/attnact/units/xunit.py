@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnact._checks import check_positive_int
+from attnact._checks import check_bool, check_positive_int
 from attnact.units.inputs import check_float_input
 from attnact.units.layout import LazyChannels, as_nchw, check_channel_dim
 from attnact.units.registry import register_activation
@@ -85,7 +85,7 @@ class xUnit(LazyChannels, nn.Module):
                 f"size only for odd k), got {kernel_size!r}"
             )
         self.kernel_size = kernel_size
-        self.batch_norm = bool(batch_norm)
+        self.batch_norm = check_bool("batch_norm", batch_norm)
         self.inplace = inplace
         self.channel_dim = check_channel_dim(channel_dim)
         self._init_channels(channels)

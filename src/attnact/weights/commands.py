@@ -53,6 +53,8 @@ def weights_command(args: argparse.Namespace) -> int:
     from attnact.weights.open_atac import load_open_atac
     from attnact.weights.saved import save_converted
 
+    if not args.file.is_file():
+        raise ValueError(f"import-open-atac: no such file {args.file}")
     model = load_open_atac(args.file)
     out = save_converted(model, args.out)
     print(model.open_atac.describe())

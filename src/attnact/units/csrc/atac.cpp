@@ -1,0 +1,870 @@
+// ATAC (Dai et al., "Attention as Activation", Eq. 4-5) as fused CPU kernels:
+//
+//   z1 = W1 x,  a = relu(s1 z1 + t1),  z2 = W2 a,  s = sigmoid(s2 z2 + t2),  y = s * x
+//
+// with BatchNorm folded to a per-channel scale s = gamma * rstd and shift t = beta - mean * s.
+// The per-pixel C -> C/r -> C MLP runs on tiles of TILE pixels held in small buffers
+// ([channel][pixel], so every multiply-add is a vector over pixels), and each pass over memory
+// also does the element-wise work and the per-channel sums that the next pass needs. The data
+// dependencies set the passes: BN1's batch statistics need all of z1 before any a exists, BN2's
+// need all of z2 before any s exists, and in backward BN2's and BN1's input gradients each need
+// two per-channel sums over the whole batch first.
+//
+// Forward  (training):  A  x -> z1 (stored), sums of z1          reads x, writes z1
+//                       B  z1 -> a -> z2, sums of z2             reads z1
+//                       C  x, z1 -> y                            reads x and z1, writes y
+// Forward  (eval):      C  x -> y                                reads x, writes y
+// Backward (training):  B1 g, x, z1 -> sums for BN2's gradient   reads g, x, z1
+//                       B2 ... -> dz2, dW2, da, gh1, sums for BN1; writes gh1 and g*s
+//                       B3 gh1, z1, x, g*s -> dz1, dW1, dx
+// z1 is recomputed from x where it was not kept (the memory-efficient path saves x only).
+// Sums are taken per tile in the working precision and added into double per thread, then the
+// threads' partial sums are added in a fixed order (deterministic for a given thread count).
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+#include <ATen/Parallel.h>
+
+#include <immintrin.h>
+
+#include <mutex>
+#include <algorithm>
+#include <type_traits>
+#include <tuple>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t TILE = 16;  // pixels per tile: one AVX-512 vector of floats
+constexpr int64_t OB = 8;     // output channels per register block of the tile MLP
+
+// One row of a tile (TILE lanes) as a GCC vector: the arithmetic below is written on rows so
+// that every multiply-add is one vector instruction (or a few, where the CPU's vectors are
+// narrower) whatever the auto-vectoriser makes of the loops around it.
+template <typename T>
+struct Row {
+  typedef T type __attribute__((vector_size(TILE * sizeof(T))));
+};
+template <typename T>
+using row_t = typename Row<T>::type;
+
+template <typename T>
+inline row_t<T> ld(const T* p) {
+  row_t<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+inline void st(T* p, row_t<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// sigmoid of one row of TILE lanes, out[t] = 1 / (1 + exp(-h[t])) with h[t] = z[t] * s + b.
+// For float the exp is Cephes' expf (range reduction by ln 2, degree-6 polynomial, relative
+// error about 2e-7) written on rows (std::exp is a scalar call).
+inline void sigmoid_row(const float* z, float s, float b, float* out) {
+  using V = row_t<float>;
+  typedef int32_t I __attribute__((vector_size(TILE * sizeof(int32_t))));
+  V x = -(ld(z) * s + b);
+  x = x > 88.3762626647949f ? V{} + 88.3762626647949f : x;
+  x = x < -87.3365478515625f ? V{} - 87.3365478515625f : x;
+  // round to nearest by the 1.5 * 2^23 trick (|x log2 e| < 2^22), exact without fast-math
+  const V fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const V r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
+  V q = V{} + 1.9875691500e-4f;
+  q = q * r + 1.3981999507e-3f;
+  q = q * r + 8.3334519073e-3f;
+  q = q * r + 4.1665795894e-2f;
+  q = q * r + 1.6666665459e-1f;
+  q = q * r + 5.0000001201e-1f;
+  const V p = q * (r * r) + r + 1.0f;
+  const I e = (__builtin_convertvector(fx, I) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &e, sizeof(scale));
+  st(out, 1.0f / (1.0f + p * scale));
+}
+
+inline void sigmoid_row(const double* z, double s, double b, double* out) {
+  for (int64_t t = 0; t < TILE; ++t) out[t] = 1.0 / (1.0 + std::exp(-(z[t] * s + b)));
+}
+
+// Where element (n, q, c) of an activation with `ch` channels lives (q: pixel within sample).
+struct Layout {
+  int64_t N, HW;
+  bool cl;  // channels_last: (N, H, W, C) in memory; else (N, C, H, W)
+  int64_t base(int64_t n, int64_t q, int64_t ch) const {
+    return cl ? (n * HW + q) * ch : n * ch * HW + q;
+  }
+  int64_t pstride(int64_t ch) const { return cl ? ch : 1; }
+  int64_t cstride(int64_t ch) const { return cl ? 1 : HW; }
+};
+
+#if defined(__AVX512F__)
+// dst[c * ds + t] = src[t * ss + c] for a 16 x 16 block of floats (the tile's transpose between
+// channels_last memory and the [channel][pixel] buffers): 64 shuffles instead of 256 scalar moves.
+inline void transpose16(const float* src, int64_t ss, float* dst, int64_t ds) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ss);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ds, r[i]);
+}
+#endif
+
+template <typename T>
+inline bool fast_transpose(const Layout& L, int64_t cnt, int64_t ch) {
+#if defined(__AVX512F__)
+  return std::is_same<T, float>::value && L.cl && cnt == TILE && ch % 16 == 0;
+#else
+  (void)L; (void)cnt; (void)ch;
+  return false;
+#endif
+}
+
+// buf[c][t] = src(n, q0 + t, c) for t < cnt, 0 beyond.
+template <typename T>
+void load(const T* src, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t ch, T* buf) {
+  const T* p = src + L.base(n, q0, ch);
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    if (fast_transpose<T>(L, cnt, ch)) {
+      for (int64_t c0 = 0; c0 < ch; c0 += 16) transpose16(p + c0, ch, buf + c0 * TILE, TILE);
+      return;
+    }
+  }
+#endif
+  if (cnt < TILE) std::fill(buf, buf + ch * TILE, T(0));
+  if (L.cl) {
+    for (int64_t t = 0; t < cnt; ++t)
+      for (int64_t c = 0; c < ch; ++c) buf[c * TILE + t] = p[t * ch + c];
+  } else if (cnt == TILE) {
+    for (int64_t c = 0; c < ch; ++c) st(buf + c * TILE, ld(p + c * L.HW));
+  } else {
+    for (int64_t c = 0; c < ch; ++c)
+      for (int64_t t = 0; t < cnt; ++t) buf[c * TILE + t] = p[c * L.HW + t];
+  }
+}
+
+template <typename T>
+void store(T* dst, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t ch, const T* buf) {
+  T* p = dst + L.base(n, q0, ch);
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    if (fast_transpose<T>(L, cnt, ch)) {
+      for (int64_t c0 = 0; c0 < ch; c0 += 16) transpose16(buf + c0 * TILE, TILE, p + c0, ch);
+      return;
+    }
+  }
+#endif
+  if (L.cl) {
+    for (int64_t t = 0; t < cnt; ++t)
+      for (int64_t c = 0; c < ch; ++c) p[t * ch + c] = buf[c * TILE + t];
+  } else if (cnt == TILE) {
+    for (int64_t c = 0; c < ch; ++c) st(p + c * L.HW, ld(buf + c * TILE));
+  } else {
+    for (int64_t c = 0; c < ch; ++c)
+      for (int64_t t = 0; t < cnt; ++t) p[c * L.HW + t] = buf[c * TILE + t];
+  }
+}
+
+// The kernels' own intermediates (z1 kept for backward, gh1 and g*s between backward passes)
+// are stored tile by tile in the buffers' [channel][pixel] order: written by a copy, read in
+// place.
+template <typename T>
+inline void tstore(T* dst, int64_t tile, int64_t ch, const T* buf) {
+  std::memcpy(dst + tile * ch * TILE, buf, ch * TILE * sizeof(T));
+}
+
+// out[o][t] = sum_i W[o][i] in[i][t]; W is (outp, in) row-major with outp = rows rounded up to
+// OB (zero rows), so the register block needs no remainder; only the first `rows` are stored.
+template <typename T>
+void matvec(const T* W, int64_t rows, int64_t in_ch, const T* in, T* out) {
+  for (int64_t o0 = 0; o0 < rows; o0 += OB) {
+    row_t<T> acc[OB] = {};
+    const T* w = W + o0 * in_ch;
+    for (int64_t i = 0; i < in_ch; ++i) {
+      const row_t<T> v = ld(in + i * TILE);
+      for (int64_t j = 0; j < OB; ++j) acc[j] += w[j * in_ch + i] * v;
+    }
+    const int64_t on = std::min(OB, rows - o0);
+    for (int64_t j = 0; j < on; ++j) st(out + (o0 + j) * TILE, acc[j]);
+  }
+}
+
+// The weight gradients, sum over pixels of a[o] b[i] (dW2 = dz2 a^T, dW1 = dz1 x^T): the tiles'
+// rows are gathered into blocks of BLOCK tiles and each block is reduced as a small GEMM with a
+// 4 x 4 register block of accumulators (8 row loads per 16 FMAs), into double per chunk.
+constexpr int64_t BLOCK = 32;
+
+template <typename T>
+struct OuterSum {
+  int64_t na, nb, nap, nbp, filled = 0;
+  std::vector<T> A, B;  // [nap][BLOCK * TILE], [nbp][BLOCK * TILE]; padding rows stay 0
+  double* out;          // (na, nb) row-major
+  OuterSum(int64_t na_, int64_t nb_, double* out_)
+      : na(na_), nb(nb_), nap((na_ + 3) / 4 * 4), nbp((nb_ + 3) / 4 * 4),
+        A(nap * BLOCK * TILE, T(0)), B(nbp * BLOCK * TILE, T(0)), out(out_) {}
+  void add(const T* a, const T* b) {  // a tile's rows: a [na][TILE], b [nb][TILE]
+    for (int64_t o = 0; o < na; ++o)
+      std::memcpy(&A[(o * BLOCK + filled) * TILE], a + o * TILE, TILE * sizeof(T));
+    for (int64_t i = 0; i < nb; ++i)
+      std::memcpy(&B[(i * BLOCK + filled) * TILE], b + i * TILE, TILE * sizeof(T));
+    if (++filled == BLOCK) finish();
+  }
+  void finish() {
+    if (filled == 0) return;
+    const int64_t len = filled;
+    for (int64_t o0 = 0; o0 < nap; o0 += 4)
+      for (int64_t i0 = 0; i0 < nbp; i0 += 4) {
+        row_t<T> acc[4][4] = {};
+        for (int64_t p = 0; p < len; ++p) {
+          row_t<T> u[4], v[4];
+          for (int k = 0; k < 4; ++k) {
+            u[k] = ld(&A[((o0 + k) * BLOCK + p) * TILE]);
+            v[k] = ld(&B[((i0 + k) * BLOCK + p) * TILE]);
+          }
+          for (int k = 0; k < 4; ++k)
+            for (int l = 0; l < 4; ++l) acc[k][l] += u[k] * v[l];
+        }
+        for (int k = 0; k < 4; ++k)
+          for (int l = 0; l < 4; ++l) {
+            if (o0 + k >= na || i0 + l >= nb) continue;
+            double s = 0;
+            for (int64_t t = 0; t < TILE; ++t) s += acc[k][l][t];
+            out[(o0 + k) * nb + i0 + l] += s;
+          }
+      }
+    filled = 0;
+  }
+};
+
+// sum over lanes of lane accumulators acc[k][t] into dst[k] (double), then zero them.
+template <typename T>
+void flush(T* acc, int64_t k, double* dst) {
+  for (int64_t j = 0; j < k; ++j) {
+    double s = 0;
+    for (int64_t t = 0; t < TILE; ++t) s += acc[j * TILE + t];
+    dst[j] += s;
+  }
+  std::fill(acc, acc + k * TILE, T(0));
+}
+
+// Rows padded to a multiple of OB with zeros (see matvec).
+template <typename T>
+std::vector<T> padded(const at::Tensor& w2d, bool transpose) {
+  auto w = (transpose ? w2d.t() : w2d).contiguous();
+  const int64_t rows = w.size(0), cols = w.size(1);
+  const int64_t rp = (rows + OB - 1) / OB * OB;
+  std::vector<T> out(rp * cols, T(0));
+  std::memcpy(out.data(), w.data_ptr<T>(), rows * cols * sizeof(T));
+  return out;
+}
+
+// Splits the tiles of (N, HW) among the threads: chunk k of nchunks gets its own accumulators.
+struct Tiles {
+  int64_t N, HW, per_sample, total;
+  Tiles(int64_t n, int64_t hw) : N(n), HW(hw), per_sample((hw + TILE - 1) / TILE) {
+    total = N * per_sample;
+  }
+  void at(int64_t i, int64_t& n, int64_t& q0, int64_t& cnt) const {
+    n = i / per_sample;
+    q0 = (i % per_sample) * TILE;
+    cnt = std::min(TILE, HW - q0);
+  }
+};
+
+template <typename F>
+void for_chunks(int64_t nchunks, const F& f) {
+  at::parallel_for(0, nchunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) f(k);
+  });
+}
+
+int64_t chunk_count(const Tiles& tiles) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tiles.total));
+}
+
+struct Folded {  // per-channel BatchNorm of one call, in double
+  std::vector<double> mean, rstd, scale, shift;
+};
+
+Folded fold(const at::Tensor& mean, const at::Tensor& var, const at::Tensor& gamma,
+            const at::Tensor& beta, double eps) {
+  auto m = mean.to(at::kDouble).contiguous(), v = var.to(at::kDouble).contiguous();
+  auto g = gamma.to(at::kDouble).contiguous(), b = beta.to(at::kDouble).contiguous();
+  const int64_t c = m.numel();
+  Folded f{std::vector<double>(c), std::vector<double>(c), std::vector<double>(c),
+           std::vector<double>(c)};
+  for (int64_t i = 0; i < c; ++i) {
+    f.mean[i] = m.data_ptr<double>()[i];
+    f.rstd[i] = 1.0 / std::sqrt(v.data_ptr<double>()[i] + eps);
+    f.scale[i] = g.data_ptr<double>()[i] * f.rstd[i];
+    f.shift[i] = b.data_ptr<double>()[i] - f.mean[i] * f.scale[i];
+  }
+  return f;
+}
+
+template <typename T>
+std::vector<T> cast(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+// mean and biased variance from per-chunk (sum, sum of squares), added in chunk order.
+void finish_stats(const std::vector<std::vector<double>>& parts, int64_t ch, double count,
+                  at::Tensor& mean, at::Tensor& var) {
+  std::vector<double> s(2 * ch, 0.0);
+  for (const auto& p : parts)
+    for (int64_t i = 0; i < 2 * ch; ++i) s[i] += p[i];
+  auto m = at::empty({ch}, at::kDouble), v = at::empty({ch}, at::kDouble);
+  for (int64_t c = 0; c < ch; ++c) {
+    const double mu = s[c] / count;
+    m.data_ptr<double>()[c] = mu;
+    v.data_ptr<double>()[c] = std::max(0.0, s[ch + c] / count - mu * mu);
+  }
+  mean.copy_(m);
+  var.copy_(v);
+}
+
+// Per tile, the gate from z1 (already in zb): a (into ab), z2 (into z2b), s (into sb).
+template <typename T>
+struct Gate {
+  const T *w1, *w2;        // padded (C1p, C) and (Cp, C1)
+  const T *s1, *t1, *s2, *t2;
+  int64_t C, C1;
+  bool relu;
+  void act(const T* zb, T* ab) const {
+    for (int64_t j = 0; j < C1; ++j) {
+      row_t<T> h = ld(zb + j * TILE) * s1[j] + t1[j];
+      if (relu) h = h > T(0) ? h : row_t<T>{};
+      st(ab + j * TILE, h);
+    }
+  }
+  void sig(const T* z2b, T* sb) const {
+    for (int64_t c = 0; c < C; ++c) sigmoid_row(z2b + c * TILE, s2[c], t2[c], sb + c * TILE);
+  }
+};
+
+// lane[c] += b[c], lane[ch + c] += b[c]^2 over the tile's valid pixels (padding lanes masked)
+template <typename T>
+void accumulate_stats(const T* b, int64_t ch, int64_t cnt, T* lane) {
+  row_t<T> mask = {};
+  for (int64_t t = 0; t < TILE; ++t) mask[t] = t < cnt ? T(1) : T(0);
+  for (int64_t c = 0; c < ch; ++c) {
+    const row_t<T> v = ld(b + c * TILE) * mask;
+    st(lane + c * TILE, ld(lane + c * TILE) + v);
+    st(lane + (ch + c) * TILE, ld(lane + (ch + c) * TILE) + v * v);
+  }
+}
+
+constexpr int64_t FLUSH_EVERY = 32;  // tiles between flushes of the lane sums into double
+
+// Scratch memory for the intermediates between passes, kept between calls: a fresh multi-MiB
+// buffer costs a page fault per 4 KiB page on first touch. Buffers are handed out whole and
+// returned at the end of a call; at most eight are kept.
+class Scratch {
+ public:
+  at::Tensor take(int64_t numel, const at::TensorOptions& opts) {
+    std::lock_guard<std::mutex> guard(mu_);
+    for (size_t i = 0; i < free_.size(); ++i) {
+      if (free_[i].numel() >= numel && free_[i].dtype() == opts.dtype()) {
+        at::Tensor t = free_[i];
+        free_.erase(free_.begin() + i);
+        return t;  // the whole buffer (at least numel elements): callers index within it
+      }
+    }
+    return at::empty({numel}, opts);
+  }
+  void give(const at::Tensor& t) {
+    if (!t.defined() || t.numel() == 0) return;
+    std::lock_guard<std::mutex> guard(mu_);
+    free_.push_back(t);
+    if (free_.size() > 8) free_.erase(free_.begin());  // bounded: the oldest goes
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<at::Tensor> free_;
+};
+
+Scratch& scratch() {
+  static Scratch s;
+  return s;
+}
+
+using Fwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Bwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                       at::Tensor>;
+
+template <typename T>
+Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
+                                     const at::Tensor& g1, const at::Tensor& b1,
+                                     const at::Tensor& w2, const at::Tensor& g2,
+                                     const at::Tensor& b2, const at::Tensor& mean1_in,
+                                     const at::Tensor& var1_in, const at::Tensor& mean2_in,
+                                     const at::Tensor& var2_in, bool batch1, bool batch2,
+                                     double eps1, double eps2, bool relu, bool keep_z1) {
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), C1 = w1.size(0);
+  const bool cl = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const Layout L{N, HW, cl};
+  const Tiles tiles(N, HW);
+  const int64_t nchunks = chunk_count(tiles);
+  const double count = static_cast<double>(N * HW);
+  auto opts = x.options();
+  auto W1 = padded<T>(w1.reshape({C1, C}), false);
+  auto W2 = padded<T>(w2.reshape({C, C1}), false);
+  const T* xp = x.data_ptr<T>();
+  auto y = at::empty_like(x, fmt);
+  const bool need_z1 = keep_z1 || batch1 || batch2;  // a stored z1 serves passes B and C
+  // z1: a new tensor when it is kept for backward, else scratch for the passes
+  auto z1 = keep_z1 ? at::empty({N, tiles.per_sample, C1, TILE}, opts)
+            : need_z1 ? scratch().take(N * tiles.per_sample * C1 * TILE, opts)
+                      : at::empty({0}, opts);
+  // statistics in double: the running-statistics update is then nn.BatchNorm2d's to the bit
+  auto stat = [&](const at::Tensor& v) { return at::empty({v.size(0)}, opts.dtype(at::kDouble)); };
+  at::Tensor mean1 = stat(g1), var1 = stat(g1), mean2 = stat(g2), var2 = stat(g2);
+  if (!batch1) { mean1.copy_(mean1_in); var1.copy_(var1_in); }
+  if (!batch2) { mean2.copy_(mean2_in); var2.copy_(var2_in); }
+
+  // A: z1 = W1 x, stored; its sums for BN1
+  if (need_z1) {
+    std::vector<std::vector<double>> parts(nchunks, std::vector<double>(2 * C1, 0.0));
+    T* zp = z1.data_ptr<T>();
+    for_chunks(nchunks, [&](int64_t k) {
+      std::vector<T> xb(C * TILE), zb(C1 * TILE), lane(2 * C1 * TILE, T(0));
+      const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
+      for (int64_t i = lo; i < hi; ++i) {
+        int64_t n, q0, cnt;
+        tiles.at(i, n, q0, cnt);
+        load(xp, L, n, q0, cnt, C, xb.data());
+        T* zt = zp + i * C1 * TILE;  // z1 straight into its tile of the stored tensor
+        matvec(W1.data(), C1, C, xb.data(), zt);
+        if (batch1) {
+          accumulate_stats(zt, C1, cnt, lane.data());
+          if ((i - lo + 1) % FLUSH_EVERY == 0) flush(lane.data(), 2 * C1, parts[k].data());
+        }
+      }
+      if (batch1) flush(lane.data(), 2 * C1, parts[k].data());
+    });
+    if (batch1) finish_stats(parts, C1, count, mean1, var1);
+  }
+  Folded f1 = fold(mean1, var1, g1, b1, eps1);
+  auto s1 = cast<T>(f1.scale), t1 = cast<T>(f1.shift);
+
+  // B: a and z2 from z1; z2's sums for BN2
+  if (batch2) {
+    std::vector<std::vector<double>> parts(nchunks, std::vector<double>(2 * C, 0.0));
+    const T* zp = z1.data_ptr<T>();
+    for_chunks(nchunks, [&](int64_t k) {
+      std::vector<T> zb(C1 * TILE), ab(C1 * TILE), z2b(C * TILE), lane(2 * C * TILE, T(0));
+      Gate<T> gate{W1.data(), W2.data(), s1.data(), t1.data(), nullptr, nullptr, C, C1, relu};
+      const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
+      for (int64_t i = lo; i < hi; ++i) {
+        int64_t n, q0, cnt;
+        tiles.at(i, n, q0, cnt);
+        gate.act(zp + i * C1 * TILE, ab.data());
+        matvec(W2.data(), C, C1, ab.data(), z2b.data());
+        accumulate_stats(z2b.data(), C, cnt, lane.data());
+        if ((i - lo + 1) % FLUSH_EVERY == 0) flush(lane.data(), 2 * C, parts[k].data());
+      }
+      flush(lane.data(), 2 * C, parts[k].data());
+    });
+    finish_stats(parts, C, count, mean2, var2);
+  }
+  Folded f2 = fold(mean2, var2, g2, b2, eps2);
+  auto s2 = cast<T>(f2.scale), t2 = cast<T>(f2.shift);
+
+  // C: y = sigmoid(BN2(W2 a)) * x
+  {
+    const T* zp = need_z1 ? z1.data_ptr<T>() : nullptr;
+    T* yp = y.data_ptr<T>();
+    for_chunks(nchunks, [&](int64_t k) {
+      std::vector<T> xb(C * TILE), zb(C1 * TILE), ab(C1 * TILE), z2b(C * TILE);
+      Gate<T> gate{W1.data(), W2.data(), s1.data(), t1.data(), s2.data(), t2.data(), C, C1, relu};
+      const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
+      for (int64_t i = lo; i < hi; ++i) {
+        int64_t n, q0, cnt;
+        tiles.at(i, n, q0, cnt);
+        load(xp, L, n, q0, cnt, C, xb.data());
+        const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
+        if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
+        gate.act(zt, ab.data());
+        matvec(W2.data(), C, C1, ab.data(), z2b.data());
+        gate.sig(z2b.data(), z2b.data());
+        for (int64_t e = 0; e < C * TILE; e += TILE)
+          st(z2b.data() + e, ld(z2b.data() + e) * ld(xb.data() + e));
+        store(yp, L, n, q0, cnt, C, z2b.data());
+      }
+    });
+  }
+  if (!keep_z1) {
+    scratch().give(z1);
+    z1 = at::empty({0}, opts);
+  }
+  return Fwd{y, z1, mean1, var1, mean2, var2};
+}
+
+template <typename T>
+Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
+                                      const at::Tensor& z1_in, const at::Tensor& w1,
+                                      const at::Tensor& g1, const at::Tensor& b1,
+                                      const at::Tensor& w2, const at::Tensor& g2,
+                                      const at::Tensor& b2, const at::Tensor& mean1,
+                                      const at::Tensor& var1, const at::Tensor& mean2,
+                                      const at::Tensor& var2, bool batch1, bool batch2,
+                                      double eps1, double eps2, bool relu) {
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), C1 = w1.size(0);
+  const bool cl = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const Layout L{N, HW, cl};
+  const Tiles tiles(N, HW);
+  const int64_t nchunks = chunk_count(tiles);
+  const double count = static_cast<double>(N * HW);
+  auto gc = g.contiguous(fmt);
+  const T* gp = gc.data_ptr<T>();
+  const T* xp = x.data_ptr<T>();
+  const bool have_z1 = z1_in.numel() > 0;
+  const T* zp = have_z1 ? z1_in.data_ptr<T>() : nullptr;
+  auto W1 = padded<T>(w1.reshape({C1, C}), false);    // (C1p, C): z1 = W1 x
+  auto W2 = padded<T>(w2.reshape({C, C1}), false);    // (Cp, C1): z2 = W2 a
+  auto W2T = padded<T>(w2.reshape({C, C1}), true);    // (C1p, C): da = W2^T dz2
+  auto W1T = padded<T>(w1.reshape({C1, C}), true);    // (Cp, C1): dx += W1^T dz1
+  Folded f1 = fold(mean1, var1, g1, b1, eps1), f2 = fold(mean2, var2, g2, b2, eps2);
+  auto s1 = cast<T>(f1.scale), t1 = cast<T>(f1.shift), s2 = cast<T>(f2.scale),
+       t2 = cast<T>(f2.shift);
+  auto m1 = cast<T>(f1.mean), r1 = cast<T>(f1.rstd), m2 = cast<T>(f2.mean), r2 = cast<T>(f2.rstd);
+
+  // gh2 = g x s (1 - s): the gradient at BN2's output
+  auto gate_grad = [&](const T* gb, const T* xb, const T* sb, T* hb) {
+    for (int64_t e = 0; e < C * TILE; e += TILE) {
+      const row_t<T> sv = ld(sb + e);
+      st(hb + e, ld(gb + e) * ld(xb + e) * sv * (T(1) - sv));
+    }
+  };
+  // B1: sums of gh2 and gh2 * n2 over the batch (BN2's input gradient needs both)
+  std::vector<double> sum2(2 * C, 0.0);  // [sum gh2 | sum gh2 n2]
+  std::vector<std::vector<double>> parts2(nchunks, std::vector<double>(2 * C, 0.0));
+  using V = row_t<T>;
+  auto lanes = [](int64_t cnt) {  // 1 on the tile's valid pixels, 0 on the padding
+    V mask = {};
+    for (int64_t t = 0; t < TILE; ++t) mask[t] = t < cnt ? T(1) : T(0);
+    return mask;
+  };
+  auto b1_tile = [&](const T* z2b, const T* hb, int64_t cnt, T* lane) {
+    const V mask = lanes(cnt);
+    for (int64_t c = 0; c < C; ++c) {
+      const V h = ld(hb + c * TILE) * mask;
+      const V nrm = (ld(z2b + c * TILE) - m2[c]) * r2[c];
+      st(lane + c * TILE, ld(lane + c * TILE) + h);
+      st(lane + (C + c) * TILE, ld(lane + (C + c) * TILE) + h * nrm);
+    }
+  };
+  const Gate<T> gate{W1.data(), W2.data(), s1.data(), t1.data(), s2.data(), t2.data(), C, C1,
+                     relu};
+  // Intermediates between the passes, in tile order: B1 keeps gh2, n2 and g*s, so that B2
+  // needs neither x nor g nor the gate again (the sigmoid and W2 a are most of a pass's work);
+  // B2 keeps gh1 for B3 (and g*s when B1 did not run).
+  auto tiled = [&](bool need, int64_t ch) -> at::Tensor {
+    return need ? scratch().take(N * tiles.per_sample * ch * TILE, x.options())
+                : at::empty({0}, x.options());
+  };
+  at::Tensor gh2 = tiled(batch2, C), n2 = tiled(batch2, C), gs = tiled(batch1 || batch2, C);
+  at::Tensor gh1 = tiled(batch1, C1);
+  T* gh2p = batch2 ? gh2.data_ptr<T>() : nullptr;
+  T* n2p = batch2 ? n2.data_ptr<T>() : nullptr;
+  T* gsp = (batch1 || batch2) ? gs.data_ptr<T>() : nullptr;
+  T* ghp = batch1 ? gh1.data_ptr<T>() : nullptr;
+  if (batch2) {
+    for_chunks(nchunks, [&](int64_t k) {
+      std::vector<T> xb(C * TILE), zb(C1 * TILE), ab(C1 * TILE), z2b(C * TILE), sb(C * TILE),
+          gb(C * TILE), hb(C * TILE), lane(2 * C * TILE, T(0));
+      const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
+      for (int64_t i = lo; i < hi; ++i) {
+        int64_t n, q0, cnt;
+        tiles.at(i, n, q0, cnt);
+        load(xp, L, n, q0, cnt, C, xb.data());
+        const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
+        if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
+        gate.act(zt, ab.data());
+        matvec(W2.data(), C, C1, ab.data(), z2b.data());
+        gate.sig(z2b.data(), sb.data());
+        load(gp, L, n, q0, cnt, C, gb.data());
+        T* ht = gh2p + i * C * TILE;
+        T* nt = n2p + i * C * TILE;
+        T* gst = gsp + i * C * TILE;
+        gate_grad(gb.data(), xb.data(), sb.data(), ht);
+        const V mask = lanes(cnt);
+        for (int64_t c = 0; c < C; ++c) {
+          const V h = ld(ht + c * TILE) * mask;
+          const V nrm = (ld(z2b.data() + c * TILE) - m2[c]) * r2[c];
+          st(ht + c * TILE, h);  // the padding lanes get zero gradient
+          st(nt + c * TILE, nrm);
+          st(gst + c * TILE, ld(gb.data() + c * TILE) * ld(sb.data() + c * TILE));
+          st(lane.data() + c * TILE, ld(lane.data() + c * TILE) + h);
+          st(lane.data() + (C + c) * TILE, ld(lane.data() + (C + c) * TILE) + h * nrm);
+        }
+        if ((i - lo + 1) % FLUSH_EVERY == 0) flush(lane.data(), 2 * C, parts2[k].data());
+      }
+      flush(lane.data(), 2 * C, parts2[k].data());
+    });
+    for (const auto& p : parts2)
+      for (int64_t j = 0; j < 2 * C; ++j) sum2[j] += p[j];
+  }
+
+  // B2: dz2, dW2, da, gh1 (stored), g*s (into dx); sums of gh1 and gh1 * n1 for BN1;
+  // without batch statistics in BN2 its parameter gradients are summed here, and without
+  // them in BN1 dz1 is final here too, so dx and dW1 are finished in this pass.
+  auto dx = at::empty_like(x, fmt);
+  T* dxp = dx.data_ptr<T>();
+  std::vector<T> k2(C), a2(C), c2(C);  // dz2 = k2 * (gh2 - a2 - n2 * c2)
+  auto g2d = g2.to(at::kDouble).contiguous();
+  for (int64_t c = 0; c < C; ++c) {
+    k2[c] = static_cast<T>(g2d.data_ptr<double>()[c] * f2.rstd[c]);
+    a2[c] = batch2 ? static_cast<T>(sum2[c] / count) : T(0);
+    c2[c] = batch2 ? static_cast<T>(sum2[C + c] / count) : T(0);
+  }
+  std::vector<T> k1(C1);
+  {
+    auto g1d = g1.to(at::kDouble).contiguous();
+    for (int64_t j = 0; j < C1; ++j) k1[j] = static_cast<T>(g1d.data_ptr<double>()[j] * f1.rstd[j]);
+  }
+  // per chunk: [dW2 lanes C*C1][dW1 lanes C1*C] and sums: [sum gh2 | sum gh2 n2 (eval BN2)]
+  // [sum gh1 | sum gh1 n1]
+  std::vector<std::vector<double>> dw2_parts(nchunks, std::vector<double>(C * C1, 0.0));
+  std::vector<std::vector<double>> dw1_parts(nchunks, std::vector<double>(C1 * C, 0.0));
+  std::vector<std::vector<double>> s2_parts(nchunks, std::vector<double>(2 * C, 0.0));
+  std::vector<std::vector<double>> s1_parts(nchunks, std::vector<double>(2 * C1, 0.0));
+  for_chunks(nchunks, [&](int64_t k) {
+    std::vector<T> xb(C * TILE), zb(C1 * TILE), ab(C1 * TILE), z2b(C * TILE), sb(C * TILE),
+        gb(C * TILE), hb(C * TILE), dab(C1 * TILE), dz1b(C1 * TILE), dxb(C * TILE),
+        dz2b(C * TILE), dxo(C * TILE), l2(2 * C * TILE, T(0)), l1(2 * C1 * TILE, T(0));
+    OuterSum<T> ow2(C, C1, dw2_parts[k].data()), ow1(batch1 ? 0 : C1, C, dw1_parts[k].data());
+    const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
+    for (int64_t i = lo; i < hi; ++i) {
+      int64_t n, q0, cnt;
+      tiles.at(i, n, q0, cnt);
+      const bool need_x = !zp || !batch2 || !batch1;
+      if (need_x) load(xp, L, n, q0, cnt, C, xb.data());
+      const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
+      if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
+      gate.act(zt, ab.data());
+      const T* h2t = hb.data();   // gh2
+      const T* n2t = z2b.data();  // n2
+      const T* gst = dxb.data();  // g * s
+      if (batch2) {  // from B1
+        h2t = gh2p + i * C * TILE;
+        n2t = n2p + i * C * TILE;
+        gst = gsp + i * C * TILE;
+      } else {
+        matvec(W2.data(), C, C1, ab.data(), z2b.data());
+        gate.sig(z2b.data(), sb.data());
+        load(gp, L, n, q0, cnt, C, gb.data());
+        gate_grad(gb.data(), xb.data(), sb.data(), hb.data());
+        for (int64_t c = 0; c < C; ++c) {
+          st(z2b.data() + c * TILE, (ld(z2b.data() + c * TILE) - m2[c]) * r2[c]);
+          st(dxb.data() + c * TILE, ld(gb.data() + c * TILE) * ld(sb.data() + c * TILE));
+        }
+        if (batch1) tstore(gsp, i, C, dxb.data());
+      }
+      // dz2 into dz2b; the padding lanes get zero gradient
+      const V mask = lanes(cnt);
+      for (int64_t c = 0; c < C; ++c) {
+        const V nrm = ld(n2t + c * TILE);
+        const V h = ld(h2t + c * TILE) * mask;
+        if (!batch2) {  // BN2's parameter gradients are summed here (no B1 pass)
+          st(l2.data() + c * TILE, ld(l2.data() + c * TILE) + h);
+          st(l2.data() + (C + c) * TILE, ld(l2.data() + (C + c) * TILE) + h * nrm);
+        }
+        st(dz2b.data() + c * TILE, k2[c] * (h - a2[c] - nrm * c2[c]) * mask);
+      }
+      ow2.add(dz2b.data(), ab.data());  // dW2[c][j] += dz2[c] a[j]
+      matvec(W2T.data(), C1, C, dz2b.data(), dab.data());  // da = W2^T dz2
+      // gh1 = da * relu'(h1); n1 = (z1 - m1) r1 (into zb)
+      for (int64_t j = 0; j < C1; ++j) {
+        const V z = ld(zt + j * TILE);
+        V d = ld(dab.data() + j * TILE) * mask;
+        if (relu) d = z * s1[j] + t1[j] > T(0) ? d : V{};
+        const V nrm = (z - m1[j]) * r1[j];
+        st(dab.data() + j * TILE, d);
+        st(l1.data() + j * TILE, ld(l1.data() + j * TILE) + d);
+        st(l1.data() + (C1 + j) * TILE, ld(l1.data() + (C1 + j) * TILE) + d * nrm);
+      }
+      if (batch1) {
+        tstore(ghp, i, C1, dab.data());
+      } else {  // dz1 is final: dx and dW1 here
+        for (int64_t j = 0; j < C1; ++j)
+          st(dz1b.data() + j * TILE, ld(dab.data() + j * TILE) * k1[j]);
+        ow1.add(dz1b.data(), xb.data());
+        matvec(W1T.data(), C, C1, dz1b.data(), hb.data());
+        for (int64_t e = 0; e < C * TILE; e += TILE)
+          st(dxo.data() + e, ld(gst + e) + ld(hb.data() + e));
+        store(dxp, L, n, q0, cnt, C, dxo.data());
+      }
+      if ((i - lo + 1) % FLUSH_EVERY == 0) {
+        flush(l2.data(), 2 * C, s2_parts[k].data());
+        flush(l1.data(), 2 * C1, s1_parts[k].data());
+      }
+    }
+    ow2.finish();
+    ow1.finish();
+    flush(l2.data(), 2 * C, s2_parts[k].data());
+    flush(l1.data(), 2 * C1, s1_parts[k].data());
+  });
+  std::vector<double> sum1(2 * C1, 0.0), dw2(C * C1, 0.0), dw1(C1 * C, 0.0);
+  for (int64_t k = 0; k < nchunks; ++k) {
+    for (int64_t j = 0; j < 2 * C1; ++j) sum1[j] += s1_parts[k][j];
+    for (int64_t j = 0; j < C * C1; ++j) dw2[j] += dw2_parts[k][j];
+    if (!batch1)
+      for (int64_t j = 0; j < C1 * C; ++j) dw1[j] += dw1_parts[k][j];
+    if (!batch2)
+      for (int64_t j = 0; j < 2 * C; ++j) sum2[j] += s2_parts[k][j];
+  }
+
+  // B3: dz1 = k1 (gh1 - mean gh1 - n1 mean(gh1 n1)), dx += W1^T dz1, dW1 += dz1 x
+  if (batch1) {
+    std::vector<T> a1(C1), c1(C1);
+    for (int64_t j = 0; j < C1; ++j) {
+      a1[j] = static_cast<T>(sum1[j] / count);
+      c1[j] = static_cast<T>(sum1[C1 + j] / count);
+    }
+    for_chunks(nchunks, [&](int64_t k) {
+      std::vector<T> xb(C * TILE), zb(C1 * TILE), db(C1 * TILE), dxb(C * TILE), tb(C * TILE);
+      OuterSum<T> ow1(C1, C, dw1_parts[k].data());
+      const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
+      for (int64_t i = lo; i < hi; ++i) {
+        int64_t n, q0, cnt;
+        tiles.at(i, n, q0, cnt);
+        load(xp, L, n, q0, cnt, C, xb.data());
+        const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
+        if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
+        const T* gt = ghp + i * C1 * TILE;
+        const V mask = lanes(cnt);
+        for (int64_t j = 0; j < C1; ++j) {
+          const V nrm = (ld(zt + j * TILE) - m1[j]) * r1[j];
+          st(db.data() + j * TILE, k1[j] * (ld(gt + j * TILE) - a1[j] - nrm * c1[j]) * mask);
+        }
+        ow1.add(db.data(), xb.data());
+        matvec(W1T.data(), C, C1, db.data(), tb.data());
+        const T* gst = gsp + i * C * TILE;  // g * s from B2
+        for (int64_t e = 0; e < C * TILE; e += TILE)
+          st(dxb.data() + e, ld(gst + e) + ld(tb.data() + e));
+        store(dxp, L, n, q0, cnt, C, dxb.data());
+      }
+      ow1.finish();
+    });
+    for (int64_t k = 0; k < nchunks; ++k)
+      for (int64_t j = 0; j < C1 * C; ++j) dw1[j] += dw1_parts[k][j];
+  }
+
+  for (const auto& t : {gh2, n2, gs, gh1}) scratch().give(t);
+  auto dopts = at::TensorOptions().dtype(at::kDouble);
+  auto to_t = [&](const std::vector<double>& v, at::IntArrayRef shape) {
+    return at::from_blob(const_cast<double*>(v.data()), {static_cast<int64_t>(v.size())}, dopts)
+        .to(x.scalar_type())
+        .reshape(shape)
+        .clone();
+  };
+  std::vector<double> dg2(sum2.begin() + C, sum2.end()), db2(sum2.begin(), sum2.begin() + C);
+  std::vector<double> dg1(sum1.begin() + C1, sum1.end()), db1(sum1.begin(), sum1.begin() + C1);
+  return Bwd{dx, to_t(dw1, w1.sizes()), to_t(dg1, {C1}), to_t(db1, {C1}),
+          to_t(dw2, w2.sizes()), to_t(dg2, {C}), to_t(db2, {C})};
+}
+
+void check(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
+  TORCH_CHECK(x.device().is_cpu(), "attnact::atac: x must be a CPU tensor");
+  TORCH_CHECK(x.dim() == 4, "attnact::atac: x must be 4-D (N, C, H, W), got ", x.dim(), "-D");
+  TORCH_CHECK(x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "attnact::atac: x must be contiguous or channels_last");
+  TORCH_CHECK(w1.dim() == 4 && w1.size(1) == x.size(1) && w1.size(2) == 1 && w1.size(3) == 1,
+              "attnact::atac: w1 must be (C/r, C, 1, 1)");
+  TORCH_CHECK(w2.dim() == 4 && w2.size(0) == x.size(1) && w2.size(1) == w1.size(0),
+              "attnact::atac: w2 must be (C, C/r, 1, 1)");
+  TORCH_CHECK(x.scalar_type() == w1.scalar_type() && x.scalar_type() == w2.scalar_type(),
+              "attnact::atac: x and the weights must share one dtype");
+}
+
+at::Tensor stat_or_empty(const c10::optional<at::Tensor>& t, const at::Tensor& like) {
+  return t.has_value() ? t.value() : at::empty({0}, like.options());
+}
+
+Fwd atac_forward(const at::Tensor& x, const at::Tensor& w1,
+                                     const at::Tensor& g1, const at::Tensor& b1,
+                                     const at::Tensor& w2, const at::Tensor& g2,
+                                     const at::Tensor& b2,
+                                     const c10::optional<at::Tensor>& rm1,
+                                     const c10::optional<at::Tensor>& rv1,
+                                     const c10::optional<at::Tensor>& rm2,
+                                     const c10::optional<at::Tensor>& rv2, bool batch1,
+                                     bool batch2, double eps1, double eps2, bool relu,
+                                     bool keep_z1) {
+  check(x, w1, w2);
+  TORCH_CHECK(batch1 || (rm1.has_value() && rv1.has_value()),
+              "attnact::atac: running statistics of BN1 are needed without batch statistics");
+  TORCH_CHECK(batch2 || (rm2.has_value() && rv2.has_value()),
+              "attnact::atac: running statistics of BN2 are needed without batch statistics");
+  Fwd out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "atac_forward", [&] {
+    out = forward_impl<scalar_t>(x, w1.contiguous(), g1, b1, w2.contiguous(), g2, b2,
+                                 stat_or_empty(rm1, x), stat_or_empty(rv1, x),
+                                 stat_or_empty(rm2, x), stat_or_empty(rv2, x), batch1, batch2,
+                                 eps1, eps2, relu, keep_z1);
+  });
+  return out;
+}
+
+Bwd atac_backward(const at::Tensor& grad, const at::Tensor& x,
+                                      const at::Tensor& z1, const at::Tensor& w1,
+                                      const at::Tensor& g1, const at::Tensor& b1,
+                                      const at::Tensor& w2, const at::Tensor& g2,
+                                      const at::Tensor& b2, const at::Tensor& mean1,
+                                      const at::Tensor& var1, const at::Tensor& mean2,
+                                      const at::Tensor& var2, bool batch1, bool batch2,
+                                      double eps1, double eps2, bool relu) {
+  check(x, w1, w2);
+  TORCH_CHECK(grad.sizes() == x.sizes(), "attnact::atac_backward: grad must have x's shape");
+  Bwd out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "atac_backward", [&] {
+    out = backward_impl<scalar_t>(grad.to(x.scalar_type()), x, z1, w1.contiguous(), g1, b1,
+                                  w2.contiguous(), g2, b2, mean1, var1, mean2, var2, batch1,
+                                  batch2, eps1, eps2, relu);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(attnact, m) {
+  m.def(
+      "atac_forward(Tensor x, Tensor w1, Tensor g1, Tensor b1, Tensor w2, Tensor g2, "
+      "Tensor b2, Tensor? rm1, Tensor? rv1, Tensor? rm2, Tensor? rv2, bool batch1, "
+      "bool batch2, float eps1, float eps2, bool relu, bool keep_z1) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "atac_backward(Tensor grad, Tensor x, Tensor z1, Tensor w1, Tensor g1, Tensor b1, "
+      "Tensor w2, Tensor g2, Tensor b2, Tensor mean1, Tensor var1, Tensor mean2, "
+      "Tensor var2, bool batch1, bool batch2, float eps1, float eps2, bool relu) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(attnact, CPU, m) {
+  m.impl("atac_forward", &atac_forward);
+  m.impl("atac_backward", &atac_backward);
+}
