@@ -1,4 +1,4 @@
-"""What a user installs (issue #16): the core (torch, numpy) runs every unit; a command that needs
+"""What a user installs (issue #16): the core (torch, numpy, ninja) runs every unit; a command that needs
 an extra says which; ``--version``; the wheel ships ``py.typed`` and the licence; the sdist holds
 every test file.
 
@@ -156,12 +156,13 @@ def test_a_command_that_imports_a_missing_extra_when_it_runs(
     assert not (tmp_path / "run").exists()
 
 
-def test_core_dependencies_are_torch_and_numpy() -> None:
+def test_core_dependencies_are_torch_numpy_and_ninja() -> None:
+    """ninja builds the units' native kernels (torch.utils.cpp_extension); nothing else."""
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert sorted(d.split(">")[0].split("=")[0] for d in project["dependencies"]) == [
-        "numpy", "torch"]
+        "ninja", "numpy", "torch"]
     extras = project["optional-dependencies"]
     # every module the CLI can name is installed by the extra it names
     for dist, extra in EXTRAS.values():
