@@ -1,16 +1,22 @@
 """The ``attnact`` command line (also ``python -m attnact``, so ``torchrun -m attnact train``).
 
 Subcommands: ``compare`` (the main job; with no arguments, the embedded demo), ``train``,
-``info``, ``list``, ``data``. Each subcommand's parser lives beside the code it drives; this
-module only assembles them.
+``info``, ``list``, ``data``, ``reproduce``, ``bench``, ``weights``. Each subcommand's parser
+lives beside the code it drives; this module only assembles them. Building the parser imports
+no optional package (``attnact --help`` stays quick and works on a units-only install): a
+subcommand whose module needs a missing extra is listed with a stub that names the extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from attnact._extras import missing_extra_message
 
 __all__ = ["build_parser", "main"]
 
@@ -94,18 +100,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from attnact.data import add_data_subparser
-    from attnact.experiments.cli import add_reproduce_subparser
+def _add_compare_subparser(sub: Any) -> None:
     from attnact.experiments.compare import DEMO_ACTIVATIONS
-    from attnact.perf.cli import add_bench_subparser
-    from attnact.train.cli import add_config_arguments, add_train_subparser
-    from attnact.weights.commands import add_weights_subparser
-
-    parser = argparse.ArgumentParser(
-        prog="attnact", description="Attentional activation functions: ATAC, AReLU, ELSA."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    from attnact.train.cli import add_config_arguments
 
     p = sub.add_parser(
         "compare",
@@ -131,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
 
-    add_train_subparser(sub)
 
+def _add_info_subparser(sub: Any) -> None:
     p = sub.add_parser("info", help="parameters and MACs of a model, per layer")
     p.add_argument("--model", required=True)
     p.add_argument("--act", default="relu")
@@ -142,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int)
     p.set_defaults(func=_cmd_info)
 
+
+def _add_list_subparser(sub: Any) -> None:
     p = sub.add_parser("list", help="list activations, models or datasets")
     p.add_argument("what", choices=["activations", "models", "datasets"])
     p.add_argument("--markdown", action="store_true", help="activations as a markdown table")
@@ -149,10 +148,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where to look for datasets")
     p.set_defaults(func=_cmd_list)
 
-    add_data_subparser(sub)
-    add_reproduce_subparser(sub)
-    add_bench_subparser(sub)
-    add_weights_subparser(sub)
+
+def _imported(module: str, name: str) -> Callable[[Any], Any]:
+    """``module.name``, imported when the parser is built (so a missing extra shows there)."""
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+# (subcommand, how to add its parser), in the order ``attnact --help`` lists them
+_SUBCOMMANDS: tuple[tuple[str, Callable[[], Callable[[Any], Any]]], ...] = (
+    ("compare", lambda: _add_compare_subparser),
+    ("train", lambda: _imported("attnact.train.cli", "add_train_subparser")),
+    ("info", lambda: _add_info_subparser),
+    ("list", lambda: _add_list_subparser),
+    ("data", lambda: _imported("attnact.data.commands", "add_data_subparser")),
+    ("reproduce", lambda: _imported("attnact.experiments.cli", "add_reproduce_subparser")),
+    ("bench", lambda: _imported("attnact.perf.cli", "add_bench_subparser")),
+    ("weights", lambda: _imported("attnact.weights.commands", "add_weights_subparser")),
+)
+
+
+def _add_missing_extra_stub(sub: Any, command: str, message: str) -> None:
+    """A subcommand that cannot load: listed by ``--help``, and running it prints ``message``."""
+    p = sub.add_parser(command, help=f"(not available: {message})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def refuse(args: argparse.Namespace) -> int:
+        print(f"attnact: error: {message}", file=sys.stderr)
+        return 2
+
+    p.set_defaults(func=refuse)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: attnact's and torch's versions, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import torch
+
+        try:
+            ours = version("attnact")
+        except PackageNotFoundError:  # a source tree that was never installed
+            ours = "unknown"
+        print(f"attnact {ours} (torch {torch.__version__})")  # stdout, as argparse's own
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnact", description="Attentional activation functions: ATAC, AReLU, ELSA."
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command, adder in _SUBCOMMANDS:
+        try:
+            adder()(sub)
+        except ImportError as err:
+            message = missing_extra_message(command, err)
+            if message is None:
+                raise
+            _add_missing_extra_stub(sub, command, message)
     return parser
 
 
@@ -164,6 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ValueError as err:  # bad input: a clear message, not a traceback
         print(f"attnact: error: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:  # an optional package the command needs is not installed
+        message = missing_extra_message(args.command, err)
+        if message is None:
+            raise
+        print(f"attnact: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stderr.close()

@@ -647,7 +647,7 @@ def inference_speedup(
     """Median eval forward time of ``model`` divided by that of its fused form (> 1: faster).
 
     Both run in eval mode under ``torch.no_grad`` in this process, alternately (the order flips
-    every repeat), so machine load hits both alike (DESIGN.md, "how to measure"); ``warmup``
+    every repeat), so machine load hits both alike (see ``benchmarks/README.md``); ``warmup``
     untimed calls of each first (compiled kernels compile there). ``fused`` defaults to
     ``fuse_for_inference(model)``. The model's train/eval modes are restored afterwards.
     """

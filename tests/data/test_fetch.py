@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +173,57 @@ def test_cli_fetch_verify_list(tmp_path, served_mnist, server, capsys):
     assert _cli(["data", "fetch", "mnist", "--data-dir", d, "--quiet"]) == 1
     assert "404" in capsys.readouterr().err
     assert _cli(["data", "fetch", "imagenet", "--data-dir", d, "--quiet"]) == 1
+
+
+def _with_content_sha256(monkeypatch, name: str, filename: str, payload: bytes) -> None:
+    info = DATASETS[name]
+    splits = {
+        split: tuple(
+            dataclasses.replace(spec, content_sha256=hashlib.sha256(payload).hexdigest())
+            if spec.filename == filename else spec
+            for spec in specs
+        )
+        for split, specs in info.splits.items()
+    }
+    monkeypatch.setitem(DATASETS, name, dataclasses.replace(info, splits=splits))
+
+
+def test_a_recompressed_gz_with_the_published_payload_downloads_as_verify_accepts_it(
+    tmp_path, served_mnist, server, monkeypatch
+):
+    """What Debian did to Fashion-MNIST (issue #16): other gzip bytes, the same payload. Download
+    and ``verify`` apply one rule: the payload's checksum decides."""
+    _, src = served_mnist
+    payload = gzip.decompress((src / TRAIN_IMAGES).read_bytes())
+    _with_content_sha256(monkeypatch, "mnist", TRAIN_IMAGES, payload)
+    recompressed = gzip.compress(payload, compresslevel=1, mtime=1)
+    assert recompressed != (src / TRAIN_IMAGES).read_bytes()
+    server.files[f"/mirror/mnist/{TRAIN_IMAGES}"] = recompressed
+    dest = fetch("mnist", tmp_path / "data", progress=False)
+    assert (dest / TRAIN_IMAGES).read_bytes() == recompressed
+    statuses = {c.filename: c.status for c in verify("mnist", tmp_path / "data").checks}
+    assert statuses[TRAIN_IMAGES] == "ok_content"
+    # another payload in a gzip is still refused, and nothing lands
+    other = bytearray(payload)
+    other[-1] ^= 1
+    server.files[f"/mirror/mnist/{TRAIN_IMAGES}"] = gzip.compress(bytes(other), mtime=1)
+    with pytest.raises(ChecksumError, match="checksum mismatch"):
+        fetch("mnist", tmp_path / "other", progress=False)
+    assert TRAIN_IMAGES not in _leftovers(tmp_path / "other" / "mnist")
+
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (DEBIAN_FASHION / TRAIN_IMAGES).is_file(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_fetch_mirror_accepts_the_debian_fashion_mnist_files(tmp_path, server, capsys):
+    """The real files of Debian's package, served as a --mirror, with the real catalog."""
+    for f in DEBIAN_FASHION.iterdir():
+        server.files[f"/deb/{f.name}"] = f.read_bytes()
+    d = str(tmp_path)
+    argv = ["data", "fetch", "fashion_mnist", "--data-dir", d, "--mirror", server.url + "/deb",
+            "--quiet"]
+    assert _cli(argv) == 0, capsys.readouterr().err
+    assert _cli(["data", "verify", "fashion_mnist", "--data-dir", d]) == 0
+    assert "ok_content" in capsys.readouterr().out

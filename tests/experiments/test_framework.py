@@ -358,10 +358,17 @@ def test_filter_specs():
     specs = specs_for(FakeFit(), seeds=3)
     assert [s.key for s in filter_specs(specs, {"seed": ["0", "2"], "act": ["atac"]})] == [
         "atac-seed0", "atac-seed2"]
-    with pytest.raises(ValueError, match=r"no coordinate 'b'.*act, seed"):
+    # an unknown axis: the message lists every axis with its values (issue #16: a user read the
+    # key part "b1" as beta=1; with the values shown, "b: 1, 2" reads as the key's b1, b2)
+    with pytest.raises(ValueError, match=r"no coordinate 'b'.*act: atac, relu; seed: 0, 1, 2"):
         filter_specs(specs, {"b": ["1"]})
     with pytest.raises(ValueError, match=r"no run has seed in \['7'\]"):
         filter_specs(specs, {"seed": ["7"]})
+    # a value spelled as the keys spell it (the axis name glued on) selects the same runs
+    assert [s.key for s in filter_specs(specs, {"seed": ["seed1"], "act": ["relu"]})] == [
+        "relu-seed1"]
+    with pytest.raises(ValueError, match=r"no run has seed in \['seed7'\]"):
+        filter_specs(specs, {"seed": ["seed7"]})
 
 
 # ---------------------------------------------------------------------------- reproduce

@@ -285,7 +285,7 @@ def read_svhn(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     The file stores ``X`` as ``32×32×3×N`` and ``y`` as ``N×1`` in 1..10, where 10 is the digit 0;
     we return uint8 ``N×3×32×32`` images and int64 labels in 0..9 (10 mapped to 0).
     """
-    import scipy.io  # scipy is a declared dependency; imported here because it is slow to load
+    import scipy.io  # the experiments extra; imported here because it is slow to load
 
     path = Path(path)
     try:

@@ -120,27 +120,47 @@ def fit_name(fit: str | Callable[..., Any]) -> str:
     return f"{getattr(fit, '__module__', '?')}:{getattr(fit, '__qualname__', repr(fit))}"
 
 
+def _axis_values(specs: Sequence[RunSpec], axis: str) -> list[str]:
+    return sorted({str(s.coords.get(axis)) for s in specs})
+
+
+def _as_coordinate(axis: str, value: str, values: Sequence[str]) -> str:
+    """``value`` as the coordinate's text; a value spelled as in the run keys (``b1``,
+    ``seed0``: the axis name glued to the value) means that value (``b=b1`` is ``b=1``)."""
+    if value not in values and value.startswith(axis) and value[len(axis):] in values:
+        return value[len(axis):]
+    return value
+
+
 def filter_specs(
     specs: Sequence[RunSpec], where: Mapping[str, Sequence[str]] | None
 ) -> list[RunSpec]:
-    """The runs whose coordinate ``axis`` (as text) is among ``where[axis]``, for every axis."""
+    """The runs whose coordinate ``axis`` (as text) is among ``where[axis]``, for every axis.
+
+    A value may also be written as the run keys spell it (``--where b=b1``)."""
     if where is not None and not isinstance(where, Mapping):
         raise ValueError(f"where must map a coordinate to its values ({{'b': ['1', '2']}}), "
                          f"got {where!r}")
     if not where:
         return list(specs)
     axes = sorted({k for s in specs for k in s.coords})
+    chosen: dict[str, set[str]] = {}
     for axis, allowed in where.items():
         if axis not in axes:
+            # each axis with its values, so that a key part such as "b1" reads as b=1
+            listing = "; ".join(f"{a}: {', '.join(_axis_values(specs, a))}" for a in axes)
             raise ValueError(
-                f"--where {axis}=...: the grid has no coordinate {axis!r} (coordinates: "
-                f"{', '.join(axes)})"
+                f"--where {axis}=...: the grid has no coordinate {axis!r}; its coordinates and "
+                f"their values are {listing} (e.g. --where {axes[0]}="
+                f"{_axis_values(specs, axes[0])[0]})"
             )
-        values = sorted({str(s.coords.get(axis)) for s in specs})
-        unknown = [v for v in allowed if v not in values]
+        values = _axis_values(specs, axis)
+        wanted = [_as_coordinate(axis, v, values) for v in allowed]
+        unknown = [v for v, w in zip(allowed, wanted, strict=True) if w not in values]
         if unknown:
             raise ValueError(
                 f"--where {axis}={','.join(allowed)}: no run has {axis} in {unknown} (values: "
                 f"{', '.join(values)})"
             )
-    return [s for s in specs if all(str(s.coords.get(a)) in vs for a, vs in where.items())]
+        chosen[axis] = set(wanted)
+    return [s for s in specs if all(str(s.coords.get(a)) in vs for a, vs in chosen.items())]

@@ -7,8 +7,8 @@ there are multiply-accumulates: ATAC-ResNet-50-v1b is 4.40 G here and 4.4 there;
 3.86 for ResNet-50 is the SENet paper's figure for the original v1, stride on the first 1×1
 convolution, which is 3.86 G here too, against 4.09 G for v1b). Element-wise work —
 BatchNorm, activations, the sigmoid gates and products of ATAC/SE, pooling, bias additions — is
-not counted; it is memory-bound and shows up in time, not in this number (see DESIGN.md on
-measuring speed).
+not counted; it is memory-bound and shows up in time, not in this number (``attnact bench``
+measures time and saved bytes).
 
 The count runs one forward pass of batch 1, by default on a copy of the model on the ``meta``
 device (shapes only, no arithmetic, no memory), in eval mode (a batch of 1 would make BatchNorm

@@ -13,8 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as _scipy_stats
-
 __all__ = ["Summary", "paired_difference", "summarize"]
 
 
@@ -61,7 +59,10 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
         nan = float("nan")
         return Summary(1, mean, nan, nan, nan, confidence)
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    t = float(_scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1))
+    # SciPy takes a second to import: loaded where an interval is computed, not by the CLI
+    from scipy import stats as scipy_stats
+
+    t = float(scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1))
     half = t * std / math.sqrt(n)
     return Summary(n, mean, std, mean - half, mean + half, confidence)
 

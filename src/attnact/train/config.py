@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from attnact._checks import check_known_keys
 from attnact.train.checkpoint import atomic_write_text
 
@@ -209,6 +207,8 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         """Read a YAML mapping of field values (``preset: name`` may come first)."""
+        import yaml  # the experiments extra: a units-only install never reads a config
+
         try:
             data = yaml.safe_load(Path(path).read_text())
         except OSError as err:
@@ -239,6 +239,8 @@ class TrainConfig:
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The config as YAML text; written atomically to ``path`` if given."""
+        import yaml
+
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
             atomic_write_text(path, text)
@@ -256,6 +258,8 @@ class TrainConfig:
         ``act_kwargs={alpha: 0.5}``); ``key.sub=value`` sets one entry of a dict field
         (``act_kwargs.alpha=0.5``).
         """
+        import yaml
+
         changes: dict[str, Any] = {}
         for item in overrides:
             key, sep, raw = item.partition("=")
