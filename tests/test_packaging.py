@@ -1,6 +1,6 @@
-"""What a user installs (issue #16): the core (torch, numpy, ninja) runs every unit; a command that needs
-an extra says which; ``--version``; the wheel ships ``py.typed`` and the licence; the sdist holds
-every test file.
+"""What a user installs (issue #16): the core (torch, numpy, ninja) runs every unit; a command
+that needs an extra says which; ``--version``; the wheel ships ``py.typed`` and the licence; the
+sdist holds every test file.
 
 The slow tests build the real artefacts (a fresh venv with the wheel, an sdist) the way a user
 or a packager would.
