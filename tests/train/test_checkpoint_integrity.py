@@ -221,3 +221,56 @@ def test_a_checkpoint_without_the_training_state_is_refused(tmp_path, fakes):
     save_checkpoint(path, state)
     with pytest.raises(CheckpointError, match=r"not a complete training checkpoint.*model"):
         _train(fakes, cfg.replace(epochs=3, resume=True))
+
+
+def test_a_kill_between_any_two_writes_resumes_to_the_same_run(tmp_path, fakes, monkeypatch):
+    """Kill the writer at each of its file writes in turn (before the write lands), resume, and
+    get exactly the run an uninterrupted writer makes (weights and every metric), with a
+    summary that describes the files as they are."""
+    from attnact.train.rundir import RunDirectory
+
+    class Killed(BaseException):
+        pass
+
+    def run(name, resume=False):
+        return _train(fakes, _config(tmp_path).replace(out_dir=str(tmp_path / name),
+                                                       resume=resume))
+
+    reference = run("reference")
+    writes = ("write_config", "write_metrics", "write_summary", "save_checkpoint")
+    originals = {w: getattr(RunDirectory, w) for w in writes}
+    calls = {"n": 0}
+
+    def counting(name):
+        def write(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == calls["kill_at"]:
+                raise Killed
+            return originals[name](self, *args, **kwargs)
+        return write
+
+    calls["kill_at"] = 0
+    for w in writes:
+        monkeypatch.setattr(RunDirectory, w, counting(w))
+    run("count")
+    total = calls["n"]
+    assert total == 7  # config, summary (running), 2 × (checkpoint, CSV), summary (finished)
+    for kill_at in range(1, total + 1):
+        name = f"kill{kill_at}"
+        calls.update(n=0, kill_at=kill_at)
+        with pytest.raises(Killed):
+            run(name)
+        calls.update(n=0, kill_at=0)
+        resumed = run(name, resume=True)
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["status"] == "finished", kill_at
+        files = RunDirectory(tmp_path / name)
+        # the summary describes the files that are there (times differ from run to run, so
+        # the digests are compared with the files, not with the reference's)
+        assert summary["checkpoint_sha256"] == files.checkpoint_digest(), kill_at
+        assert summary["metrics_sha256"] == files.metrics_digest(), kill_at
+        a, b = reference.model.state_dict(), resumed.model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), kill_at
+        measured = ("train_loss", "train_acc", "test_loss", "test_top1", "test_top5")
+        assert [[r[k] for k in measured] for r in resumed.history] == [
+            [r[k] for k in measured] for r in reference.history], kill_at
