@@ -25,14 +25,26 @@ def test_readme_activation_table_is_current():
 
 
 def test_readme_quickstart_commands():
-    (quickstart, *_) = _blocks("sh")
+    """The checkout quickstart is the two make targets (make demo, make test)."""
+    (quickstart,) = [b for b in _blocks("sh") if "make demo" in b]
     assert [line.split("#")[0].strip() for line in quickstart.splitlines()] == [
         "make demo", "make test"]
 
 
+def test_the_install_quickstart_runs():
+    (example,) = [b for b in _blocks("python") if "create_model" in b and "vit" not in b]
+    scope: dict = {}
+    exec(compile(example, str(README), "exec"), scope)
+    import attnact
+
+    assert any(isinstance(m, attnact.ATAC) for m in scope["model"].modules())
+    assert any(isinstance(m, attnact.AReLU) for m in scope["arelu_net"].modules())
+    assert not any(isinstance(m, nn.ReLU) for m in scope["arelu_net"].modules())
+
+
 def test_the_python_example_runs():
     """The 'Using the units' block, with a small CNN and ViT-like model for its placeholders."""
-    (example,) = [b for b in _blocks("python") if "import attnact" in b]
+    (example,) = [b for b in _blocks("python") if "vit" in b]
     cnn = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     vit = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
