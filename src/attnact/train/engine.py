@@ -542,7 +542,9 @@ class _Run:
             global_step=self.global_step,
             history=self.history,
         )
-        self.provenance = [*(ckpt or {}).get("provenance", []), self._session_provenance()]
+        # Rank 0 writes the run's files, so only it records the session (git, data hash).
+        self.provenance = [*(ckpt or {}).get("provenance", []),
+                           *([self._session_provenance()] if env.is_main else [])]
         if self.files is not None and env.is_main:
             self.files.write_config(c.to_yaml())
         if ckpt is not None:
