@@ -648,7 +648,7 @@ def test_cuda(path, layout):
 
 
 @pytest.mark.slow
-def test_compiled_kernels_and_outer_compile():
+def test_compiled_kernels_and_outer_compile(backend):
     """The compiled kernels agree with the eager ones and the reference on both paths and
     layouts; a small model with ATAC compiles with fullgraph=True (no graph break: under an
     outer compile the unit gives dynamo the reference) and trains like the eager model."""
@@ -673,7 +673,9 @@ def test_compiled_kernels_and_outer_compile():
                 for name in want:
                     assert_close(compiled[name], eager[name], rtol=1e-6, floor=1e-6, name=name)
                     assert_close(compiled[name], want[name], **F32, name=name)
-        assert all(k._compiled is not None and k.unavailable == {} for k in atac_function.KERNELS)
+        if backend == "function":  # the native operators replace the Function's kernels
+            assert all(k._compiled is not None and k.unavailable == {}
+                       for k in atac_function.KERNELS)
 
         torch.manual_seed(0)
         model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), ATAC(8),
