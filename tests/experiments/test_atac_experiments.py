@@ -53,7 +53,7 @@ def fake_finished(store: RunStore, spec, top1: float, *, top5: float = 99.0) -> 
 def test_the_five_experiments_and_the_extensions_are_listed(capsys):
     names = list_experiments()
     assert names[:5] == list(FIVE)
-    assert {"atac-inner-relu", "atac-reduction"} <= set(names)
+    assert {"atac-inner-relu", "atac-reduction", "atac-budget"} <= set(names)
     assert main(["reproduce", "--list"]) == 0
     out = capsys.readouterr().out
     for name in FIVE:
@@ -65,7 +65,7 @@ def test_cli_errors_are_messages(capsys, tmp_path):
     assert main(["reproduce", "atac-ablatoin"]) == 2
     assert "did you mean atac-ablation" in capsys.readouterr().err
     assert main(["reproduce", "atac-ablation", "--preset", "fast"]) == 2
-    assert "no preset 'fast' (allowed: paper, quick)" in capsys.readouterr().err
+    assert "no preset 'fast' (allowed: paper, quick, standard)" in capsys.readouterr().err
     assert main(["reproduce"]) == 2
     assert "--list" in capsys.readouterr().err
     assert main(["reproduce", "atac-ablation", "--where", "depth=1"]) == 2

@@ -8,6 +8,7 @@ grids of runs with their reports, plus two ablations the paper does not run.
 ``atac-activations``   Fig. 7: ReLU, SELU, Swish, xUnit, ATAC (+ GELU, PReLU) × b
 ``atac-networks``      Fig. 8: ResNet, SE-ResNet, GE-ResNet, ATAC-ResNet × b
 ``atac-imagenet``      Table IV: ResNet-50-v1b vs ATAC-ResNet-50 (torchrun; cost computed here)
+``atac-budget``        claim C3 over training length: ATAC − ReLU at three lengths
 ``atac-inner-relu``    extension: ATAC with and without the ReLU δ of Eq. (4) (``use_relu``)
 ``atac-reduction``     extension: ATAC's channel reduction ratio r ∈ {1, 2, 4, 8}
 =====================  ====================================================================
@@ -18,6 +19,9 @@ Presets:
   (:data:`attnact.train.config.PRESETS` ``atac-cifar``: NAG, lr 0.2, 400 epochs, weight decay
   1e-4, batch 128, lr × 0.1 at epochs 300 and 350; ``atac-imagenet`` for Table IV), 3 seeds
   (1 for ImageNet). It needs the user's copy of the data and, realistically, GPUs.
+* ``standard`` (``atac-ablation``, ``atac-activations``, ``atac-budget``): the central claims
+  at b = 1 on Fashion-MNIST, sized for conclusive paired differences: :data:`STANDARD_RECIPE`,
+  6 seeds (benchmarks/standard-preset-pilot.md has the design).
 * ``quick``: the same grid shape on the embedded Fashion-MNIST only (28×28 zero-padded to
   32×32, one input channel — the CIFAR host of Table II unchanged), with the CPU-sized recipe
   :data:`QUICK_RECIPE`: the first 7680 training and the first 2000 test images, 3 epochs of
@@ -64,10 +68,13 @@ from attnact.experiments.results import Results
 from attnact.train.config import TrainConfig
 
 __all__ = [
+    "BUDGET_EPOCHS",
     "QUICK_RECIPE",
+    "STANDARD_RECIPE",
     "TABLE_III",
     "TABLE_IV",
     "UNITS",
+    "AtacBudget",
     "AtacImageNet",
     "AtacReplacement",
     "Unit",
@@ -139,6 +146,25 @@ QUICK_RECIPE: dict[str, Any] = dict(
     schedule="cosine",
     warmup_epochs=0.3,
 )
+#: The ``standard`` preset's recipe: the quick recipe on more data, longer, on every test image.
+#:
+#: Designed from the pilots in benchmarks/standard-preset-pilot.md for a paired 95% interval of
+#: about ±0.5 points between two units at b = 1 within the issue's CPU budget: 10,000 training
+#: images × 4 epochs (625 steps of batch 64) instead of 7680 × 3, and all 10,000 test images
+#: (test-set sampling then adds at most ~0.3 points of binomial noise per run, and it is the same
+#: images for both units of a pair). Channels-last is a layout choice only: the same numbers,
+#: and the faster layout for the native ATAC kernels on CPU.
+STANDARD_RECIPE: dict[str, Any] = {
+    **QUICK_RECIPE, "limit_train": 10_000, "limit_test": None, "epochs": 4,
+    "channels_last": True,
+}
+#: The standard preset's depth: the central comparisons at b = 1 (issue #11).
+STANDARD_B = (1,)
+#: Training lengths (epochs) of the budget curve of ``atac-budget`` per preset; the middle one
+#: is the preset's own length, so those runs are shared with ``atac-ablation``.
+BUDGET_EPOCHS: dict[str, tuple[int, ...]] = {
+    "paper": (100, 200, 400), "quick": (1, 3, 6), "standard": (1, 4, 12)}
+CPU_PRESETS = ("quick", "standard")  # Fashion-MNIST presets (everything but ``paper``)
 QUICK_DATASETS = ("fashion_mnist",)
 PAPER_DATASETS = ("cifar10", "cifar100")
 QUICK_B = (1, 2)
@@ -156,7 +182,9 @@ def recipe(preset: str, dataset: str) -> TrainConfig:
         return TrainConfig.preset("atac-cifar", dataset=dataset)
     if preset == "quick":
         return TrainConfig(**{**QUICK_RECIPE, "dataset": dataset})
-    raise ValueError(f"preset must be 'paper' or 'quick', got {preset!r}")
+    if preset == "standard":
+        return TrainConfig(**{**STANDARD_RECIPE, "dataset": dataset})
+    raise ValueError(f"preset must be 'paper', 'quick' or 'standard', got {preset!r}")
 
 
 def fmt_number(x: float) -> str:
@@ -307,10 +335,10 @@ def _fmt_params(n: int) -> str:
 
 
 def _quick_note(preset: str) -> str:
-    if preset != "quick":
+    if preset not in CPU_PRESETS:
         return ""
     return (
-        "The `quick` preset trains on Fashion-MNIST only; the paper column holds the paper's "
+        f"The `{preset}` preset trains on Fashion-MNIST only; the paper column holds the paper's "
         "CIFAR-10 numbers as a reference for the ordering, not a like-for-like comparison."
     )
 
@@ -332,6 +360,8 @@ class UnitsByDepth(Experiment):
     figure_name: ClassVar[str] = "accuracy_vs_b"
 
     def depths(self, preset: str) -> tuple[int, ...]:
+        if preset == "standard":
+            return STANDARD_B
         return self.paper_b if preset == "paper" else self.quick_b
 
     def label(self, unit: str) -> str:
@@ -360,6 +390,11 @@ class UnitsByDepth(Experiment):
             text += (
                 " Fashion-MNIST only (the paper: CIFAR-10 and CIFAR-100), a CPU-sized "
                 "schedule with the paper's grid shape."
+            )
+        elif preset == "standard":
+            text += (
+                " Fashion-MNIST only (the paper: CIFAR-10 and CIFAR-100), b = 1 only: the "
+                "CPU preset sized for conclusive paired differences (about ±0.5 points)."
             )
         return text
 
@@ -461,7 +496,7 @@ class UnitsByDepth(Experiment):
             mark = "" if preset == "paper" else " †"
             note = (f"Cells: ours, test top-1 (%) mean ± std over seeds; in parentheses the "
                     f"paper's Table III, {paper_set}{mark}.")
-            if preset == "quick":
+            if preset in CPU_PRESETS:
                 note += " † " + _quick_note(preset)
         elif self.in_paper:
             note = ("Cells: ours, test top-1 (%) mean ± std over seeds. The paper gives this "
@@ -472,7 +507,7 @@ class UnitsByDepth(Experiment):
         return markdown(rows, note)
 
     def _cost(self, dataset: str, st: GroupStats, preset: str) -> dict[str, Any]:
-        pad = QUICK_RECIPE["pad_to"] if preset == "quick" else None
+        pad = QUICK_RECIPE["pad_to"] if preset in CPU_PRESETS else None
         params, macs = host_cost(dataset, st.coords["b"], st.coords["unit"], pad)
         mmacs = "–" if macs is None else f"{macs / 1e6:.1f}"
         return {"params": _fmt_params(params), "MMACs": mmacs}
@@ -492,14 +527,18 @@ class AtacAblation(UnitsByDepth):
     runs. ``quick``: Fashion-MNIST only (padded to 32×32), b ∈ {1, 2}, 2 seeds: 20 runs of
     :data:`QUICK_RECIPE` — the first 7680 training and 2000 test images, 3 epochs of batch 64,
     NAG lr 0.1 with 0.3 warm-up epochs and a cosine decay, weight decay 5e-4 — about 14
-    minutes on 2 cores with one worker. The paper column beside the quick numbers is Table
-    III's CIFAR-10, marked as such.
+    minutes on 2 cores with one worker. ``standard``: Fashion-MNIST, b = 1, 6 seeds of
+    :data:`STANDARD_RECIPE` (10,000 training images × 4 epochs, all 10,000 test images): 30 runs
+    sized for paired intervals of about ±0.5 points. The paper column beside the Fashion-MNIST
+    numbers is Table III's CIFAR-10, marked as such.
     """
 
     name = "atac-ablation"
     title = "Table III: ATAC vs ReLU, SEActivation, NiN, LocalSENet over depth b"
     source = "Dai et al., \"Attention as Activation\" (ICPR 2020), Sec. IV-B, Table III"
     units = ("relu", "se_activation", "nin", "localse", "atac")
+    presets: ClassVar[tuple[str, ...]] = ("paper", "quick", "standard")
+    default_seeds: ClassVar[Mapping[str, int]] = {"paper": 3, "quick": 2, "standard": 6}
     paper_numbers = True
     labels: ClassVar[Mapping[str, str]] = {"atac": "ATAC (ours)"}
 
@@ -510,13 +549,16 @@ class AtacActivations(UnitsByDepth):
 
     ``paper``: CIFAR-10/100, b ∈ {1, …, 5}, recipe ``atac-cifar``, 3 seeds. ``quick``:
     Fashion-MNIST only, b ∈ {1, 2}, :data:`QUICK_RECIPE`, 2 seeds (28 runs, 8 shared with
-    ``atac-ablation``). The figure has no numbers in the text: no paper column.
+    ``atac-ablation``). ``standard``: b = 1, :data:`STANDARD_RECIPE`, 6 seeds (42 runs, 12
+    shared with ``atac-ablation``). The figure has no numbers in the text: no paper column.
     """
 
     name = "atac-activations"
     title = "Fig. 7: ATAC vs ReLU, SELU, Swish, xUnit (+ GELU, PReLU) over depth b"
     source = "Dai et al., \"Attention as Activation\" (ICPR 2020), Sec. IV-C, Fig. 7"
     units = ("relu", "selu", "swish", "xunit", "gelu", "prelu", "atac")
+    presets: ClassVar[tuple[str, ...]] = ("paper", "quick", "standard")
+    default_seeds: ClassVar[Mapping[str, int]] = {"paper": 3, "quick": 2, "standard": 6}
     paper_b = (1, 2, 3, 4, 5)
 
     def extra_sections(self, results: Results, context: ReportContext) -> list[tuple[str, str]]:
@@ -577,6 +619,107 @@ class AtacReduction(UnitsByDepth):
     units = ("relu", "atac_r1", "atac", "atac_r4", "atac_r8")
     labels: ClassVar[Mapping[str, str]] = {"atac": "ATAC r=2"}
     in_paper = False
+
+
+# ---------------------------------------------------------------------------- budget curve
+class AtacBudget(Experiment):
+    """Claim C3 against training length: the paired ATAC − ReLU difference at b = 1 for three
+    training lengths, so a deficit of ATAC at short budgets can be told from one that lasts.
+
+    Each length is a whole schedule (warm-up, cosine decay to zero) of that many epochs over the
+    preset's training images (:data:`BUDGET_EPOCHS`); the preset's own length is the middle
+    one, and those runs are the same runs as ``atac-ablation``'s at b = 1. ``paper``: CIFAR-10/
+    100 with the ``atac-cifar`` recipe at 100, 200 and 400 epochs (lr steps at 3/4 and 7/8 of
+    each schedule, as the paper's 300 and 350 of 400). Not a figure of the paper: it tests
+    whether Table III's ATAC > ReLU depends on the budget.
+    """
+
+    name = "atac-budget"
+    title = "Budget curve: ATAC − ReLU at b = 1 over three training lengths (claim C3)"
+    source = ("Dai et al., \"Attention as Activation\" (ICPR 2020), Table III's ATAC vs ReLU "
+              "at several training lengths; not in the paper")
+    presets: ClassVar[tuple[str, ...]] = ("paper", "quick", "standard")
+    default_seeds: ClassVar[Mapping[str, int]] = {"paper": 3, "quick": 2, "standard": 6}
+    units: ClassVar[tuple[str, ...]] = ("relu", "atac")
+
+    def spec(self, preset: str, dataset: str, unit: Unit, epochs: int, seed: int) -> RunSpec:
+        """One run; at the preset's own length it is ``atac_spec``'s run (same key, config)."""
+        base = atac_spec(preset, dataset, 1, unit, seed)
+        coords = {**base.coords, "train_epochs": epochs}
+        if epochs == base.config.epochs:
+            return RunSpec(base.key, coords, base.config)
+        config = base.config.replace(epochs=epochs)
+        if config.schedule == "step":
+            config = config.replace(milestones=[round(epochs * 3 / 4), round(epochs * 7 / 8)])
+        key = run_key(dataset, "b1", unit.name, f"e{epochs}", f"seed{seed}")
+        return RunSpec(key, coords, config)
+
+    def grid(self, preset: str, seeds: int) -> list[RunSpec]:
+        self.check_preset(preset)
+        return [
+            self.spec(preset, dataset, UNITS[unit], epochs, seed)
+            for dataset in _datasets(preset)
+            for seed in range(seeds)
+            for epochs in BUDGET_EPOCHS[preset]
+            for unit in self.units
+        ]
+
+    def settings(self, preset: str) -> str:
+        config = recipe(preset, _datasets(preset)[0])
+        lengths = ", ".join(map(str, BUDGET_EPOCHS[preset]))
+        datasets = ", ".join(DATASET_LABELS[d] for d in _datasets(preset))
+        return (
+            f"ReLU and ATAC at b = 1 (ResNet-v2 host of Table II), each trained for {lengths} "
+            f"epochs (a whole schedule each); datasets: {datasets}. Recipe at the preset's own "
+            f"length: {describe_recipe(config)}."
+        )
+
+    def report(self, results: Results, out: Path, context: ReportContext) -> dict[str, Path]:
+        preset = context.preset
+        lengths = sorted({s.coords["train_epochs"] for s in results.specs})
+        sections: list[tuple[str, str]] = []
+        latex: list[tuple[str, list[dict[str, Any]]]] = []
+        summary: list[dict[str, Any]] = []
+        files: dict[str, Path] = {}
+        for dataset in [d for d in _datasets(preset)
+                        if any(s.coords["dataset"] == d for s in results.specs)]:
+            name = DATASET_LABELS.get(dataset, dataset)
+            groups = [{"dataset": dataset, "b": 1, "unit": u, "train_epochs": e}
+                      for e in lengths for u in self.units]
+            stats = group_stats(
+                results, groups,
+                baseline=lambda g: None if g["unit"] == "relu" else {**g, "unit": "relu"},
+            )
+            rows = stats_rows(
+                stats,
+                lambda st: {"epochs": st.coords["train_epochs"],
+                            "unit": UNITS[st.coords["unit"]].label},
+                baseline_name="ReLU",
+                paper_name=None,
+            )
+            note = ("One row per unit and training length; the difference column is ATAC − "
+                    "ReLU paired by seed at the same length. The paper trains 400 epochs on "
+                    "CIFAR and reports no budget curve.")
+            sections.append((f"{name}: ATAC vs ReLU by training length", markdown(rows, note)))
+            latex.append((f"{self.name}, {preset} preset, {name}: test top-1 (%) by training "
+                          f"length", rows))
+            summary += [{**st.numeric(), "label": UNITS[st.coords["unit"]].label}
+                        for st in stats]
+            diffs: dict[int, list[float]] = {}  # per length, each seed's ATAC − ReLU
+            for e in lengths:
+                relu = results.values(dataset=dataset, b=1, unit="relu", train_epochs=e)
+                atac = results.values(dataset=dataset, b=1, unit="atac", train_epochs=e)
+                diffs[e] = [atac[k] - relu[k] for k in atac if k in relu]
+            fig = out / f"difference_vs_epochs_{dataset}.png"
+            files[fig.name] = plot_series(
+                {"ATAC − ReLU": [(e, diffs[e]) for e in lengths]}, fig,
+                title=f"{self.name} ({preset}): {name}, paired ATAC − ReLU, mean ± std",
+                xlabel="training length (epochs)", ylabel="points", hline=0.0,
+                xticks=lengths,
+            )
+        files.update(write_tables(out, head=header(self, context, results), sections=sections,
+                                  latex=latex, summary_rows=summary))
+        return files
 
 
 # ---------------------------------------------------------------------------- Fig. 6
@@ -881,5 +1024,6 @@ for _experiment in (
     AtacImageNet(),
     AtacInnerRelu(),
     AtacReduction(),
+    AtacBudget(),
 ):
     register_experiment(_experiment)

@@ -416,8 +416,8 @@ CLAIMS: tuple[Claim, ...] = (
           "ATAC (every ReLU replaced) is more accurate than the ReLU network",
           "CIFAR-10 b=1: 90.6 vs 89.5; CIFAR-100 b=1: 76.4 vs 73.7",
           "atac-ablation", Comparison("unit", _vs("atac", ["relu"]), where=_B),
-          note="Each training length in the report (column epochs) is its own Δ: "
-               "that is the budget curve."),
+          note="The budget curve, ATAC − ReLU at three training lengths, is the "
+               "`atac-budget` report."),
     Claim("C4", f"{_ATAC}, Fig. 6 (Q3)",
           "performance tends to increase as more ReLUs are replaced by ATAC, up to a fully "
           "attentional network",
