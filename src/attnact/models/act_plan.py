@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 from torch import nn
 
@@ -108,7 +108,11 @@ def _static_changes_channels(act: ActLike) -> bool:
     return isinstance(act, type) and callable(getattr(act, "out_channels", None))
 
 
-def _module_changes_channels(module: nn.Module) -> bool:
+class _ChannelChanging(Protocol):
+    def out_channels(self, in_channels: int) -> int: ...
+
+
+def _module_changes_channels(module: nn.Module) -> TypeGuard[_ChannelChanging]:
     # Maxout-like units expose out_channels(in_channels) as a method; convolutions have an int.
     return callable(getattr(module, "out_channels", None))
 
@@ -277,5 +281,6 @@ class ActPlan:
                 ActSite(index, paths[id(module)], _label(act), cin, cout, selected)
             )
         result = tuple(sites)
-        model.act_sites = result
+        # any attribute may be set on a module; torch types __setattr__ for tensors and modules
+        model.act_sites = result  # type: ignore[assignment]
         return result
