@@ -141,6 +141,7 @@ def capture_rng_state() -> dict[str, Any]:
     Python's ``random``.
     """
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the legacy global MT19937 state (legacy=True)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
