@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol, cast
 
 from torch import nn
 
@@ -112,7 +112,7 @@ class _ChannelChanging(Protocol):
     def out_channels(self, in_channels: int) -> int: ...
 
 
-def _module_changes_channels(module: nn.Module) -> TypeGuard[_ChannelChanging]:
+def _module_changes_channels(module: nn.Module) -> bool:
     # Maxout-like units expose out_channels(in_channels) as a method; convolutions have an int.
     return callable(getattr(module, "out_channels", None))
 
@@ -257,10 +257,11 @@ class ActPlan:
                     f"has no integer pool_size to widen the layer before it by"
                 )
             in_channels = out_channels * factor
-            if module.out_channels(in_channels) != out_channels:
+            mapped = cast(_ChannelChanging, module).out_channels(in_channels)
+            if mapped != out_channels:
                 raise ValueError(
                     f"activation {_label(act)!r} maps {in_channels} channels to "
-                    f"{module.out_channels(in_channels)}, not {out_channels}"
+                    f"{mapped}, not {out_channels}"
                 )
         self._built.append((module, in_channels, out_channels, selected))
         return module, in_channels

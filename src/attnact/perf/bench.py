@@ -267,7 +267,7 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
         model = model.to(memory_format=torch.channels_last) if host.channels_last else model  # type: ignore[call-overload]
         params = list(model.parameters())
         opt = torch.optim.SGD(params, lr=1e-4) if params else None
-        exclude = list(params)
+        exclude: list[torch.Tensor] = list(params)
         run: Callable[..., Any] = torch.compile(model) if label in compiled else model
         loss: Callable[[], torch.Tensor]
         if host.model is None:

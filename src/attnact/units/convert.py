@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from attnact.units.registry import (
     ActivationSpec,
@@ -385,7 +386,7 @@ class _Site:
 
 def _is_uninitialized(m: nn.Module) -> bool:
     """A lazy module (torch's or attnact's) whose parameters await their first forward."""
-    return isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
+    return isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()
 
 
 def _is_opaque(m: nn.Module, matcher: _Matcher, leaf_modules: tuple[type, ...]) -> bool:
