@@ -43,8 +43,10 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
+# ruff over the repository, then mypy (strict) over src/attnact as [tool.mypy] configures it
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The main job on the embedded default: `attnact compare` with no arguments (mnist_conv on
 # Fashion-MNIST, 7 activations x 2 seeds); re-running skips finished runs.
@@ -56,4 +58,4 @@ readme: $(STAMP)
 	$(PY) -m attnact.units.catalog README.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -9,7 +9,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "check_bool",
@@ -23,31 +23,31 @@ __all__ = [
 ]
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_real(value: object) -> bool:
+def _is_real(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_positive_int(name: str, value: object) -> int:
-    if not _is_int(value) or value < 1:  # type: ignore[operator]
+    if not _is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_int(
     name: str, value: object, minimum: int = 1, maximum: int | None = None, *, why: str = ""
 ) -> int:
     """An integer in [minimum, maximum]; ``why`` explains the bound in the message."""
-    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):  # type: ignore[operator]
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
         allowed = f"an integer >= {minimum}" if maximum is None else (
             f"an integer in [{minimum}, {maximum}]"
         )
         reason = f" ({why})" if why else ""
         raise ValueError(f"{name} must be {allowed}{reason}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_bool(name: str, value: object) -> bool:
@@ -59,9 +59,9 @@ def check_bool(name: str, value: object) -> bool:
 
 
 def check_positive_number(name: str, value: object) -> float:
-    if not _is_real(value) or not value > 0:  # type: ignore[operator]
+    if not _is_real(value) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
@@ -71,9 +71,9 @@ def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
 
 
 def check_fraction(name: str, value: object) -> float:
-    if not _is_real(value) or math.isnan(value) or not 0.0 <= value <= 1.0:  # type: ignore[arg-type]
+    if not _is_real(value) or math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def check_kwargs(name: str, value: object) -> dict[str, Any]:

@@ -46,9 +46,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from attnact.data.commands import check_data_dir
 
     check_data_dir(args.data_dir)
-    for row in datasets_rows(args.data_dir):
-        where = row.location if row.found else "not found"
-        print(f"{row.name:<14} {row.description}  [{where}]")
+    for ds in datasets_rows(args.data_dir):
+        where = ds.location if ds.found else "not found"
+        print(f"{ds.name:<14} {ds.description}  [{where}]")
     return 0
 
 

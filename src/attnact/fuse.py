@@ -52,11 +52,12 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -275,9 +276,13 @@ class FusedATAC(nn.Module):
         )
 
 
-def _fold(conv: nn.Module, bn: nn.Module) -> nn.Module:
+_ConvT = TypeVar("_ConvT", bound=_ConvNd)
+
+
+def _fold(conv: _ConvT, bn: _BatchNorm) -> _ConvT:
     """A new conv computing bn(conv(x)) in eval mode (torch's fuse_conv_bn_eval)."""
-    fused = fuse_conv_bn_eval(conv, bn)  # type: ignore[arg-type]
+    fused = fuse_conv_bn_eval(conv, bn)
+    assert fused.bias is not None  # the fused conv always has one
     # torch gives a bias it had to create requires_grad=False; make it follow the weight so the
     # fused model trains like any other (e.g. fine-tuning without BN).
     fused.bias.requires_grad_(fused.weight.requires_grad)
@@ -315,7 +320,7 @@ def _conv_problem(conv: nn.Module) -> str | None:
         return "its weight is parametrized"
     if has_hooks(conv):
         return "it has forward hooks"
-    if nn.parameter.is_lazy(conv.weight):
+    if nn.parameter.is_lazy(cast(torch.Tensor, conv.weight)):  # a conv, checked above
         return "its weight is not initialised (lazy module)"
     return None
 
@@ -332,7 +337,7 @@ def _pair_problem(conv: nn.Module, bn: nn.Module) -> str | None:
         return f"{type(bn).__name__} has its own forward"
     if has_hooks(bn):
         return "the BatchNorm has forward hooks"
-    if bn.num_features != conv.out_channels:  # type: ignore[union-attr]
+    if bn.num_features != conv.out_channels:
         return f"BatchNorm width {bn.num_features} != conv out_channels {conv.out_channels}"
     return None
 
@@ -349,7 +354,9 @@ def _pair_tracer(leaves: set[int], opaque_ids: set[int], opaque_types: set[type]
 
 @dataclass
 class _Found:
-    pairs: list[tuple[str, str, str]] = field(default_factory=list)  # (conv, bn, found_by)
+    # (conv, bn, found_by)
+    pairs: list[tuple[str, str, Literal["unit", "fx", "sequential"]]] = field(
+        default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # bn path -> why not folded
     detection: Literal["fx", "fx+sequential", "sequential", "none"] = "fx"
     opaque: list[str] = field(default_factory=list)
@@ -382,7 +389,7 @@ def _describe(node: Any, root: nn.Module) -> str:
     if not isinstance(node, fx.Node):
         return repr(node)
     if node.op == "call_module":
-        return f"`{node.target}` ({type(root.get_submodule(node.target)).__name__})"
+        return f"`{node.target}` ({type(root.get_submodule(str(node.target))).__name__})"
     if node.op == "placeholder":
         return f"the model input `{node.target}`"
     target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "?")
@@ -451,10 +458,10 @@ def _find_pairs(root: nn.Module, unit_ids: set[int]) -> _Found:
             found.reasons[bn_path] = f"called {calls[bn_path]} times in forward"
             continue
         if not (isinstance(src, fx.Node) and src.op == "call_module"
-                and _is_conv(root.get_submodule(src.target))):
+                and _is_conv(root.get_submodule(str(src.target)))):
             found.reasons[bn_path] = f"its input is {_describe(src, root)}, not a convolution"
             continue
-        conv_path = src.target
+        conv_path = str(src.target)  # a call_module target is the module's path
         conv = root.get_submodule(conv_path)
         others = [u for u in src.users if u is not node]
         if others:
@@ -602,7 +609,8 @@ def fuse_for_inference(model: nn.Module, *, inplace: bool = False) -> nn.Module:
                 for m in shared
             )
             continue
-        set_module(work, conv_path, _fold(conv, bn))
+        # _pair_problem passed: a Conv1d/2d/3d and its matching BatchNorm
+        set_module(work, conv_path, _fold(cast(_ConvNd, conv), cast(_BatchNorm, bn)))
         set_module(work, bn_path, nn.Identity().train(False))
         report.folded.append(FoldedPair(conv_path, bn_path, how))
 

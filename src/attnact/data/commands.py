@@ -140,7 +140,9 @@ def data_command(args: argparse.Namespace) -> int:
     return handlers[args.data_command](args)
 
 
-def add_data_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_data_subparser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add ``data list|fetch|verify`` to ``subparsers``; each sets ``func=data_command``."""
     p_data = subparsers.add_parser(
         "data",

@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from attnact.data.catalog import (
     DatasetInfo,
@@ -255,7 +255,13 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _progress_bar(total: int | None, desc: str, enabled: bool):  # -> tqdm or a stub
+class _Bar(Protocol):
+    def update(self, n: int) -> object: ...
+
+
+def _progress_bar(
+    total: int | None, desc: str, enabled: bool
+) -> contextlib.AbstractContextManager[_Bar]:  # a tqdm bar or a stub
     if enabled:
         try:
             from tqdm import tqdm
@@ -289,7 +295,8 @@ def _download(url: str, spec: FileSpec, dest: Path, *, progress: bool, timeout: 
     """Download ``url`` into ``dest/spec.filename`` via a verified temporary file."""
     target = dest / spec.filename
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=dest)
-    tmp: Path | None = Path(tmp_name)
+    part = Path(tmp_name)
+    tmp: Path | None = part  # None once moved into place: nothing to clean up
     try:
         md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
         got = 0
@@ -317,17 +324,17 @@ def _download(url: str, spec: FileSpec, dest: Path, *, progress: bool, timeout: 
             out.flush()
             os.fsync(out.fileno())
         # The blob id hashes the size first, so it is computed once the size is known.
-        blob = git_blob_sha1(tmp) if spec.git_sha1 else None
+        blob = git_blob_sha1(part) if spec.git_sha1 else None
         wrong = _compare(spec, md5.hexdigest(), sha.hexdigest(), blob)
         # The rule check_file (and so `data verify`) applies: a re-compressed .gz (Debian's
         # Fashion-MNIST) whose decompressed payload is the published one is the same data.
         if wrong is not None and not (
-            spec.content_sha256 and _gzip_content_sha256(tmp) == spec.content_sha256
+            spec.content_sha256 and _gzip_content_sha256(part) == spec.content_sha256
         ):
             raise ChecksumError(f"{spec.filename} from {url}: checksum mismatch: {wrong}")
         if not _has_checksum(spec):
             raise ChecksumError(f"{spec.filename}: the catalog has no checksum to verify it by")
-        os.replace(tmp, target)
+        os.replace(part, target)
         tmp = None
         _fsync_dir(dest)
         return target

@@ -367,7 +367,7 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-class ImageFolder(torch.utils.data.Dataset):
+class ImageFolder(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """ImageNet-style folder ``root/<class>/<image>``, decoded one file at a time with Pillow.
 
     Class indices follow the sorted folder names. ``transform="train"`` applies a random resized

@@ -29,7 +29,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -355,7 +355,7 @@ def _crop_flip(
 # ------------------------------------------------------------------------- image folders
 
 
-class _SeededItems(torch.utils.data.Dataset):
+class _SeededItems(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """Adapter: items are requested as (index, seed) so augmentation is reproducible."""
 
     def __init__(self, folder: ImageFolder) -> None:
@@ -465,7 +465,7 @@ def make_loaders(
     *,
     batch_size: int,
     data_dir: str | os.PathLike[str] | None = None,
-    augment: Augment | None = None,
+    augment: str | None = None,
     pad_to: int | None = None,
     seed: int = 0,
     rank: int = 0,
@@ -494,15 +494,16 @@ def make_loaders(
                             channels_last=channels_last, drop_last=drop_last,
                             num_workers=num_workers)
     device = _check_device(device)
-    augment = info.default_augment if augment is None else augment  # type: ignore[assignment]
+    augment = info.default_augment if augment is None else augment
     test_batch_size = test_batch_size or batch_size
-    common = {
+    common: dict[str, Any] = {
         "seed": seed,
         "rank": rank,
         "world_size": world_size,
         "device": device,
         "channels_last": channels_last,
     }
+    norm: dict[str, Any]  # the normalisation arguments (the two branches take different ones)
     if info.reader is None:  # image folders (ImageNet)
         if augment not in ("imagenet", "none"):
             raise ValueError(
@@ -513,7 +514,7 @@ def make_loaders(
         (train_dir,) = find_split_files(info.name, info.train_split, data_dir)
         (eval_dir,) = find_split_files(info.name, info.eval_split, data_dir)
         size, norm = info.image_size[0], {"mean": info.mean, "std": info.std}
-        train_tf = "train" if augment == "imagenet" else "eval"
+        train_tf: Literal["train", "eval"] = "train" if augment == "imagenet" else "eval"
         train: TensorLoader | FolderLoader = FolderLoader(
             ImageFolder(train_dir, transform=train_tf, image_size=size, **norm),
             batch_size=batch_size,
@@ -543,7 +544,7 @@ def make_loaders(
         y_train,
         batch_size=batch_size,
         shuffle=True,
-        augment=augment,
+        augment=cast(Augment, augment),  # checked against AUGMENTATIONS above
         drop_last=drop_last,
         limit=limit_train,
         **norm,

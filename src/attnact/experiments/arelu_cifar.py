@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -168,7 +168,9 @@ class AReLUCifar100(Experiment):
         return files
 
     @staticmethod
-    def _overfit_rows(results: Results, archs: list[str], acts: list[str]) -> list[dict]:
+    def _overfit_rows(
+        results: Results, archs: list[str], acts: list[str]
+    ) -> list[dict[str, Any]]:
         rows = []
         for arch in archs:
             row: dict[str, Any] = {"architecture": ARCHITECTURES[arch]}
@@ -224,7 +226,8 @@ class GradCAMExperiment(Experiment):
             for act in self.acts:
                 record = records[act][0]
                 model = _load_model(record, info)
-                heat = maps[label(act)] = gradcam(model, model.stem, images, labels)
+                stem = cast(torch.nn.Module, model.stem)  # every zoo host has a stem
+                heat = maps[label(act)] = gradcam(model, stem, images, labels)
                 with torch.no_grad():
                     hits = int((model(images).argmax(1) == labels).sum())
                 rows.append({"seed": seed, "activation": label(act),

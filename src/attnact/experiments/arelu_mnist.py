@@ -35,9 +35,12 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from attnact.units.arelu import AReLU
 
 from attnact.experiments.experiment import Experiment, ReportContext
 from attnact.experiments.keys import RunSpec, run_key
@@ -449,7 +452,7 @@ class AReLUParamTracker(Callback):
         self.rows: list[dict[str, Any]] = []
 
     @staticmethod
-    def units(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    def units(model: torch.nn.Module) -> list[tuple[str, AReLU]]:
         from attnact.units.arelu import AReLU
 
         return [(n, m) for n, m in model.named_modules() if isinstance(m, AReLU)]

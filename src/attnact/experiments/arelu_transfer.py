@@ -155,7 +155,7 @@ class Domain:
     def loaders(self, batch_size: int, seed: int) -> tuple[Any, Any]:
         from attnact.data import TensorLoader
 
-        norm = {"mean": self.mean, "std": self.std, "seed": seed}
+        norm: dict[str, Any] = {"mean": self.mean, "std": self.std, "seed": seed}
         return (
             TensorLoader(*self.train, batch_size=batch_size, shuffle=True, drop_last=True,
                          **norm),
@@ -327,10 +327,10 @@ class AReLUTransfer(Experiment):
                 "activation of the row.")
         diff_rows = []
         for key, name in ROWS:
-            st = stats_by.get((key, "arelu"))
-            if st is not None:
+            arelu = stats_by.get((key, "arelu"))
+            if arelu is not None:
                 diff_rows.append({"setting": name, "AReLU − ReLU (points) [95% CI]":
-                                  st.diff_cell()})
+                                  arelu.diff_cell()})
         files = {}
         curves = {label(a): [[r["test_top1"] for r in rec.metrics]
                              for rec in results.select(act=a)] for a in acts}

@@ -435,7 +435,8 @@ class UnitsByDepth(Experiment):
                 lambda st: {"unit": self.label(st.coords["unit"]), "b": st.coords["b"]},
                 baseline_name=self.label(self.baseline),
                 paper_name=self._paper_column(preset, paper_set),
-                extra=lambda st, d=dataset: {
+                # mypy cannot infer a lambda whose extra parameter binds the loop variable
+                extra=lambda st, d=dataset: {  # type: ignore[misc]
                     **({"paper": "figure only"}
                        if self.in_paper and not self.paper_numbers else {}),
                     **self._cost(d, st, preset)},
@@ -804,7 +805,7 @@ class AtacReplacement(Experiment):
                             "fraction": f"{st.coords['sites'] / n:.3f}"},
                 baseline_name="all ReLU",
                 paper_name=None,
-                extra=lambda st, g=full_gain: {
+                extra=lambda st, g=full_gain: {  # type: ignore[misc]  # (see above)
                     "normalised gain": _ratio(st, g),
                     "paper": "figure only",
                 },

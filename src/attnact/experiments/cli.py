@@ -21,7 +21,6 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 from attnact._checks import check_directory_argument, check_positive_int
 from attnact.experiments.keys import filter_specs
@@ -32,7 +31,9 @@ from attnact.experiments.store import RunStore
 __all__ = ["add_reproduce_subparser", "run_reproduce"]
 
 
-def add_reproduce_subparser(subparsers: Any) -> argparse.ArgumentParser:
+def add_reproduce_subparser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add ``reproduce`` to an ``argparse`` subparsers object; its handler is
     :func:`run_reproduce`."""
     p = subparsers.add_parser(
@@ -95,9 +96,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
     if args.list:
         for name in list_experiments():
             exp = get_experiment(name)
-            seeds = ", ".join(f"{k}: {v}" for k, v in exp.default_seeds.items())
+            defaults = ", ".join(f"{k}: {v}" for k, v in exp.default_seeds.items())
             print(f"{name:<18} {exp.title}")
-            print(f"{'':<18} {exp.source}; presets {', '.join(exp.presets)} (seeds {seeds})")
+            print(f"{'':<18} {exp.source}; presets {', '.join(exp.presets)} (seeds {defaults})")
         return 0
     if args.claims:
         from attnact.experiments.claims import write_claims

@@ -150,7 +150,7 @@ def _cached_time_ratios(
         reason = f"{type(err).__name__}: {err}".splitlines()[0]
         return {a: f"not measured ({reason})" for a in acts}
     atomic_write_json(path, {"key": key, "ratios": ratios})
-    return ratios
+    return dict(ratios)  # typed as the cached form's float | str values
 
 
 def compare(

@@ -15,7 +15,7 @@ import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from attnact.train.config import TrainConfig
 
@@ -110,7 +110,7 @@ def resolve_fit(fit: str | Callable[[TrainConfig], Any]) -> Callable[[TrainConfi
     func = getattr(importlib.import_module(module), name, None)
     if not callable(func):
         raise ValueError(f"fit target {fit!r}: {module} has no function {name!r}")
-    return func
+    return cast(Callable[[TrainConfig], Any], func)  # callable, checked above
 
 def fit_name(fit: str | Callable[..., Any]) -> str:
     """``fit`` as the ``module:function`` text a run's spec.json records (a callable's

@@ -97,7 +97,7 @@ def _epochs_agree(rows: Sequence[Mapping[str, Any]], completed: int) -> bool:
     Not ``len(rows) == completed``: MAML runs write a row per evaluation, their ``epoch`` is the
     iteration count.
     """
-    epochs = [row.get("epoch") for row in rows]
+    epochs: list[Any] = [row.get("epoch") for row in rows]  # numbers, as the rows store them
     if not epochs:
         return completed == 0
     return epochs[-1] == completed and all(a < b for a, b in pairwise(epochs))

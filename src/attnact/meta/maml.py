@@ -319,7 +319,8 @@ def evaluate_tasks(
         tb = sampler.sample(chunk, generator)
         sx, sy, qx, qy = (t.to(device) for t in tb[:4])
 
-        def run(mode: str, sx=sx, sy=sy, qx=qx, qy=qy) -> tuple[torch.Tensor, torch.Tensor]:
+        def run(mode: str, sx: torch.Tensor = sx, sy: torch.Tensor = sy, qx: torch.Tensor = qx,
+                qy: torch.Tensor = qy) -> tuple[torch.Tensor, torch.Tensor]:
             if mode == "vmap":
                 return vmap(task, in_dims=(None, 0, 0, 0, 0), randomness="error")(
                     params, sx, sy, qx, qy
@@ -483,7 +484,7 @@ def _pools(
     present_test = set(torch.unique(test_y).tolist())
     train_classes = [c for c in train_classes if c in present_train]
     test_classes = [c for c in test_classes if c in present_test]
-    common = {
+    common: dict[str, Any] = {
         "ways": meta.ways,
         "shots": meta.shots,
         "queries": meta.queries,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from torch import nn
 
@@ -106,6 +106,10 @@ def _static_changes_channels(act: ActLike) -> bool:
     if isinstance(act, str):
         return activation_spec(act).changes_channels
     return isinstance(act, type) and callable(getattr(act, "out_channels", None))
+
+
+class _ChannelChanging(Protocol):
+    def out_channels(self, in_channels: int) -> int: ...
 
 
 def _module_changes_channels(module: nn.Module) -> bool:
@@ -253,10 +257,11 @@ class ActPlan:
                     f"has no integer pool_size to widen the layer before it by"
                 )
             in_channels = out_channels * factor
-            if module.out_channels(in_channels) != out_channels:
+            mapped = cast(_ChannelChanging, module).out_channels(in_channels)
+            if mapped != out_channels:
                 raise ValueError(
                     f"activation {_label(act)!r} maps {in_channels} channels to "
-                    f"{module.out_channels(in_channels)}, not {out_channels}"
+                    f"{mapped}, not {out_channels}"
                 )
         self._built.append((module, in_channels, out_channels, selected))
         return module, in_channels
@@ -277,5 +282,6 @@ class ActPlan:
                 ActSite(index, paths[id(module)], _label(act), cin, cout, selected)
             )
         result = tuple(sites)
-        model.act_sites = result
+        # any attribute may be set on a module; torch types __setattr__ for tensors and modules
+        model.act_sites = result  # type: ignore[assignment]
         return result

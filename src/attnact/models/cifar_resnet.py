@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -107,7 +107,7 @@ class PreActBasicBlock(nn.Module):
         out = self.conv2(out)
         if self.attention is not None:
             out = self.attention(out)
-        return out + shortcut
+        return cast(torch.Tensor, out + shortcut)
 
 
 class ResNetCifar(nn.Module):
@@ -164,7 +164,7 @@ class ResNetCifar(nn.Module):
         x = self.act(self.bn(x))
         if self.nin is not None:
             x = self.nin(x)
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return cast(torch.Tensor, self.fc(torch.flatten(self.pool(x), 1)))
 
 
 def _variant_blocks(

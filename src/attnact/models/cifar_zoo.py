@@ -74,7 +74,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -181,7 +181,7 @@ class _Classifier(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return cast(torch.Tensor, self.fc(torch.flatten(self.pool(x), 1)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,13 +225,17 @@ class BasicBlock(nn.Module):
         if self.se is not None:
             out = self.se(out)
         shortcut = x if self.shortcut is None else self.shortcut(x)
-        return self.act2(out + shortcut)
+        return cast(torch.Tensor, self.act2(out + shortcut))
 
 
 class ResNetCifarV1(nn.Module):
     """CIFAR ResNet-18 / SE-ResNet-18; see :func:`resnet18` and :func:`se_resnet18`."""
 
     act_sites: tuple[ActSite, ...]
+    layer1: nn.Sequential  # registered by name in __init__
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(
         self,
@@ -265,7 +269,7 @@ class ResNetCifarV1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.head(x)
+        return cast(torch.Tensor, self.head(x))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,7 +310,7 @@ class VGGCifar(nn.Module):
         plan.finish(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.stem(x)))
+        return cast(torch.Tensor, self.head(self.features(self.stem(x))))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,8 +341,8 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.depthwise(self.expand(x)))
         if not self.use_shortcut:
-            return out
-        return out + (x if self.shortcut is None else self.shortcut(x))
+            return cast(torch.Tensor, out)
+        return cast(torch.Tensor, out + (x if self.shortcut is None else self.shortcut(x)))
 
 
 class MobileNetV2Cifar(nn.Module):
@@ -366,7 +370,7 @@ class MobileNetV2Cifar(nn.Module):
         plan.finish(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.last(self.blocks(self.stem(x))))
+        return cast(torch.Tensor, self.head(self.last(self.blocks(self.stem(x)))))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,6 +433,9 @@ class ShuffleNetV2Cifar(nn.Module):
     """CIFAR ShuffleNetV2 1.0×; see :func:`shufflenet_v2`."""
 
     act_sites: tuple[ActSite, ...]
+    stage1: nn.Sequential  # registered by name in __init__
+    stage2: nn.Sequential
+    stage3: nn.Sequential
 
     def __init__(
         self, plan: ActPlan, *, num_classes: int, in_channels: int, width: float
@@ -450,7 +457,7 @@ class ShuffleNetV2Cifar(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stage3(self.stage2(self.stage1(self.stem(x))))
-        return self.head(self.last(x))
+        return cast(torch.Tensor, self.head(self.last(x)))
 
 
 # --------------------------------------------------------------------------------------------------

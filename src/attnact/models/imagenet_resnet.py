@@ -29,7 +29,7 @@ fixed ReLUs, not sites.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -83,7 +83,7 @@ class BottleneckV1b(nn.Module):
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.act2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + shortcut)
+        return cast(torch.Tensor, self.relu(out + shortcut))
 
 
 class ResNetV1b(nn.Module):
@@ -137,7 +137,7 @@ class ResNetV1b(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return cast(torch.Tensor, self.fc(torch.flatten(self.avgpool(x), 1)))
 
 
 @register_model(

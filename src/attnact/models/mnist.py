@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -40,6 +40,9 @@ class MNISTConv(nn.Module):
     """MNIST-Conv of the AReLU paper; see :func:`mnist_conv` for the arguments."""
 
     act_sites: tuple[ActSite, ...]
+    block1: nn.Sequential  # registered by name in __init__
+    block2: nn.Sequential
+    block3: nn.Sequential
 
     def __init__(self, plan: ActPlan, *, num_classes: int, in_channels: int) -> None:
         super().__init__()
@@ -62,7 +65,7 @@ class MNISTConv(nn.Module):
                 f"mnist_conv needs inputs of side 28 to 35 (they end at 1×1 after three "
                 f"conv/pool stages); this input ends at {x.shape[-2]}×{x.shape[-1]}"
             )
-        return self.fc(torch.flatten(x, 1))
+        return cast(torch.Tensor, self.fc(torch.flatten(x, 1)))
 
 
 @register_model(

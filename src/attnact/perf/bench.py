@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -263,11 +263,13 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
         cfg.recompile_limit = max(cfg.recompile_limit, 64)
         cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 1024)
     for label, model in models.items():
-        model = model.to(memory_format=torch.channels_last) if host.channels_last else model
+        # Module.to takes memory_format at run time; torch's overloads leave it out
+        model = model.to(memory_format=torch.channels_last) if host.channels_last else model  # type: ignore[call-overload]
         params = list(model.parameters())
         opt = torch.optim.SGD(params, lr=1e-4) if params else None
-        exclude = list(params)
-        run = torch.compile(model) if label in compiled else model
+        exclude: list[torch.Tensor] = list(params)
+        run: Callable[..., Any] = torch.compile(model) if label in compiled else model
+        loss: Callable[[], torch.Tensor]
         if host.model is None:
             xin = x.clone().requires_grad_(True)
             # A fixed random upstream gradient; mul by a constant saves only that constant,
@@ -275,15 +277,17 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
             w = torch.randn(x.shape, generator=g)
             exclude.append(w)
 
-            def loss(m: nn.Module = run, xin: torch.Tensor = xin,
-                     w: torch.Tensor = w) -> torch.Tensor:
-                return (m(xin) * w).sum()
+            def unit_loss(m: Callable[..., Any] = run, xin: torch.Tensor = xin,
+                          w: torch.Tensor = w) -> torch.Tensor:
+                return cast(torch.Tensor, (m(xin) * w).sum())
+            loss = unit_loss
         else:
-            def loss(m: nn.Module = run) -> torch.Tensor:
+            def host_loss(m: Callable[..., Any] = run) -> torch.Tensor:
                 return F.cross_entropy(m(x), y)
+            loss = host_loss
 
-        def step(m: nn.Module = model, loss: Callable[[], torch.Tensor] = loss,
-                 opt: Any = opt) -> None:
+        def train_step(m: nn.Module = model, loss: Callable[[], torch.Tensor] = loss,
+                       opt: Any = opt) -> None:
             m.train()
             if opt is not None:
                 opt.zero_grad(set_to_none=True)
@@ -291,10 +295,13 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
             if opt is not None:
                 opt.step()
 
-        def forward(m: nn.Module = model, run: nn.Module = run) -> None:
+        def infer_step(m: nn.Module = model, run: Callable[..., Any] = run) -> None:
             m.eval()
             with torch.no_grad():
                 run(x)
+
+        step: Callable[[], Any] = train_step
+        forward: Callable[[], Any] = infer_step
 
         if label in eager:
             step, forward, loss = map(_without_compiled_kernels, (step, forward, loss))

@@ -64,7 +64,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_bench_subparser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         help="time and memory of the units and whole models, as ratios to ReLU",

@@ -62,7 +62,7 @@ def _storages(values: Any) -> dict[int, int]:
     for t in tree_leaves(values):
         if isinstance(t, torch.Tensor) and t.device.type != "meta":
             # the bytes the view spans, not the whole storage (a slice reads only itself)
-            found[t.untyped_storage().data_ptr() + t.storage_offset() * t.element_size()] = (
+            found[t.untyped_storage().data_ptr() + int(t.storage_offset()) * t.element_size()] = (
                 t.numel() * t.element_size()
             )
     return found
@@ -74,7 +74,7 @@ def _base(t: torch.Tensor) -> int:
 
 class _Traffic(TorchDispatchMode):
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # TorchDispatchMode's is unannotated
         self.bytes = 0
         self.ops: dict[str, int] = {}
 
@@ -118,7 +118,7 @@ def _fused_kernels_as_one_op(mode: _Traffic) -> Iterator[None]:
                  sum(_storages(args).values()) + sum(_storages(out).values()))
         return out
 
-    FusedKernel.__call__ = call  # type: ignore[method-assign]
+    FusedKernel.__call__ = call  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:

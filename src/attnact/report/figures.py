@@ -7,7 +7,7 @@ import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -81,8 +81,11 @@ def plot_curves(
             # The default cycle has 10 colours: with more lines two would look the same.
             # tab20 gives 20 distinct ones, and a second line style separates the halves.
             import matplotlib
+            from matplotlib.colors import ListedColormap
 
-            colors = matplotlib.colormaps["tab20"].colors
+            tab20 = matplotlib.colormaps["tab20"]
+            assert isinstance(tab20, ListedColormap)  # a qualitative map: a list of colours
+            colors = cast(Sequence[Any], tab20.colors)  # a list of RGB tuples
             styles = ["-", "--"]
             ax.set_prop_cycle(color=[colors[i % 20] for i in range(len(curves))],
                               linestyle=[styles[(i // 10) % 2] for i in range(len(curves))])

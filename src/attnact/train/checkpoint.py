@@ -140,7 +140,8 @@ def capture_rng_state() -> dict[str, Any]:
     torch CPU, every CUDA device (if CUDA is initialised), numpy's legacy global generator and
     Python's ``random``.
     """
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # the legacy global MT19937 state (legacy=True)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {

@@ -51,7 +51,9 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
 )
 
 
-def add_train_subparser(subparsers: Any) -> argparse.ArgumentParser:
+def add_train_subparser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add ``train`` to an ``argparse`` subparsers object; its handler is :func:`run_train`."""
     p = subparsers.add_parser(
         "train",

@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -369,7 +369,7 @@ class _Run:
         if self.given_loaders is not None:
             parts = tuple(self.given_loaders)
             if len(parts) == 3:
-                return parts  # type: ignore[return-value]
+                return parts
             if len(parts) == 2:
                 return parts[0], parts[1], None
             raise ValueError("loaders must be (train_loader, test_loader[, info])")
@@ -391,7 +391,7 @@ class _Run:
             # batches are assembled where the model runs, already in its memory format
             device=self.env.device,
             channels_last=c.channels_last,
-            **({"num_workers": c.num_workers} if c.num_workers is not None else {}),
+            num_workers=c.num_workers,
         )
 
     def _build_model(self, info: Any) -> nn.Module:
@@ -477,12 +477,14 @@ class _Run:
         _seed_everything(c.seed)
         core = self._build_model(info).to(env.device)
         if c.channels_last:
-            core = core.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's overloads leave it out
+            core = core.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if ckpt is not None:
             core.load_state_dict(ckpt["model"])
         # DDP broadcasts rank 0's weights here, so every rank starts identical.
         model = wrap_model(core, env, sync_bn=c.sync_bn)
-        core = model.module if model is not core else core  # SyncBN conversion swaps modules
+        # SyncBN conversion swaps modules
+        core = cast(nn.Module, model.module) if model is not core else core
         self.params = sum(p.numel() for p in core.parameters())
         if env.rank > 0 and ckpt is None:
             # Ranks other than 0 draw their own random numbers from here on (dropout, stochastic
@@ -521,6 +523,7 @@ class _Run:
                 group["lr"] = base * fn(scheduler.last_epoch)
             if self.ema is not None:
                 if "ema" not in ckpt:
+                    assert self.files is not None  # a checkpoint comes from the run directory
                     raise ValueError(f"cannot resume {self.files.checkpoint_path} with ema_decay "
                                      f"set: it was trained without an EMA of its weights")
                 self.ema.load_state_dict(ckpt["ema"])

@@ -51,7 +51,7 @@ choice:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -111,7 +111,7 @@ def elsa_reference(
     x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, activation: Callable[..., Any]
 ) -> torch.Tensor:
     """A(x) + L(x, α, β) (Sec. 4.6) as a plain composition (the reference)."""
-    return activation(x) + elsa_gate(x, alpha, beta)
+    return cast(torch.Tensor, activation(x) + elsa_gate(x, alpha, beta))
 
 
 def _outer_context() -> bool:
@@ -153,11 +153,12 @@ def arelu(
     if implementation == "auto" and not inplace and _function_fits(x, alpha, beta) and (
         native.arelu_ready(x, alpha, beta)
     ):
-        return torch.ops.attnact.arelu(x, alpha, beta)  # the native operator (units/native.py)
+        # the native operator (units/native.py)
+        return cast(torch.Tensor, torch.ops.attnact.arelu(x, alpha, beta))
     if implementation == "function" or (
         implementation == "auto" and _function_fits(x, alpha, beta)
     ):
-        return AReLUFunction.apply(x, alpha, beta, inplace)
+        return cast(torch.Tensor, AReLUFunction.apply(x, alpha, beta, inplace))
     check_choice("implementation", implementation, IMPLEMENTATIONS)
     return arelu_reference(x, alpha, beta)
 
@@ -211,8 +212,9 @@ def elsa(
         with torch.no_grad():
             a = activation(x)
             if a.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
-                return ELSA_FORWARD(a, x, alpha, beta, True)
-    return ELSAFunction.apply(x, alpha, beta, activation, [n for n, _ in named], *tensors)
+                return cast(torch.Tensor, ELSA_FORWARD(a, x, alpha, beta, True))
+    return cast(torch.Tensor, ELSAFunction.apply(
+        x, alpha, beta, activation, [n for n, _ in named], *tensors))
 
 
 def _check_scalar(name: str, value: float) -> float:
@@ -335,7 +337,7 @@ class ELSA(nn.Module):
         if self._gate_after:
             check_float_input(x, "ELSA")
             y = self.activation(x)
-            return y + elsa_gate(y, self.alpha, self.beta)
+            return cast(torch.Tensor, y + elsa_gate(y, self.alpha, self.beta))
         if hasattr(self.activation, "_initialize_hook"):
             # a lazy unit (ATAC() without a width) not yet run: the Function would be handed its
             # uninitialized parameters, so this first call runs the composition, which calls the

@@ -28,7 +28,7 @@ one backward kernel (with the two reductions) per unit, compiled on first use wh
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -164,7 +164,7 @@ class AReLUFunction(torch.autograd.Function):
     def forward(
         x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, inplace: bool = False
     ) -> torch.Tensor:
-        return ARELU_FORWARD(x, alpha, beta, bool(inplace))
+        return cast(torch.Tensor, ARELU_FORWARD(x, alpha, beta, bool(inplace)))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -193,8 +193,9 @@ def _call_activation(
     x: torch.Tensor,
 ) -> torch.Tensor:
     if not names:
-        return activation(x)
-    return torch.func.functional_call(activation, dict(zip(names, tensors, strict=True)), (x,))
+        return cast(torch.Tensor, activation(x))
+    return cast(torch.Tensor, torch.func.functional_call(
+        activation, dict(zip(names, tensors, strict=True)), (x,)))
 
 
 class ELSAFunction(torch.autograd.Function):
@@ -223,7 +224,7 @@ class ELSAFunction(torch.autograd.Function):
         *tensors: torch.Tensor,
     ) -> torch.Tensor:
         a = activation(x)  # in forward the module holds ``tensors`` already
-        return ELSA_FORWARD(a, x, alpha, beta, False)
+        return cast(torch.Tensor, ELSA_FORWARD(a, x, alpha, beta, False))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -251,7 +252,7 @@ class ELSAFunction(torch.autograd.Function):
                 wrt = [x_in] if need_x else []
                 wrt += [t for i, t in enumerate(t_in) if need_t[i]]
                 if a.requires_grad:
-                    got = list(
+                    got: list[torch.Tensor | None] = list(
                         torch.autograd.grad(
                             a, wrt, grad, allow_unused=True, create_graph=create_graph
                         )

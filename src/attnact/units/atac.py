@@ -59,6 +59,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -287,7 +288,7 @@ class ATAC(LazyChannels, nn.Module):
         self.conv2 = nn.Conv2d(inter, channels, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
 
-    def _state_channels(self, state_dict: dict, prefix: str) -> int | None:
+    def _state_channels(self, state_dict: dict[str, Any], prefix: str) -> int | None:
         w = state_dict.get(prefix + "conv1.weight")
         return None if w is None else int(w.shape[1])
 
@@ -327,10 +328,10 @@ class ATAC(LazyChannels, nn.Module):
         if native.ready(x4):  # the fused native operators (units/native.py)
             return native.atac(x4, w1, g1, b1, w2, g2, b2, (rm1, rv1), (rm2, rv2), bn1, bn2,
                                self.use_relu, keep_z1=path == "fast" and recording)
-        return ATACFunction.apply(
+        return cast(torch.Tensor, ATACFunction.apply(
             x4, w1, g1, b1, w2, g2, b2, rm1, rv1, rm2, rv2, bn1, bn2, self.use_relu,
             path == "memory_efficient" or not recording,
-        )
+        ))
 
     def path_for(self, x: torch.Tensor) -> str:
         """``"fast"``, ``"memory_efficient"`` or ``"reference"``: the path ``forward(x)`` takes now

@@ -263,7 +263,7 @@ class ATACFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: torch.Tensor,
         w1: torch.Tensor,
@@ -314,9 +314,9 @@ class ATACFunction(torch.autograd.Function):
         if big:
             z1, z2 = big
         else:  # memory-efficient: the gate again, from x and forward's statistics
-            z1 = _pw(w1, x)
+            z1, z2 = _pw(w1, x), None
         a = _unflat(AFFINE_ACT(_flat(z1, cl), scale1, shift1, use_relu, False, cl), z1, cl)
-        if not big:
+        if z2 is None:
             z2 = _pw(w2, a)
         grad_x, grad_z2, grad_gamma2, grad_beta2 = GATE_BACKWARD(
             _flat(grad, cl), _flat(x, cl), _flat(z2, cl), scale2, shift2, mean2, rstd2, batch2,
@@ -324,6 +324,7 @@ class ATACFunction(torch.autograd.Function):
         )
         del z2
         grad_a, grad_w2 = _pw_backward(_unflat(grad_z2, x, cl), a, w2, True, need[4])
+        assert grad_a is not None  # asked for (need_input=True)
         del grad_z2
         grad_z1, grad_gamma1, grad_beta1 = ACT_BACKWARD(
             _flat(grad_a, cl), _flat(a, cl), _flat(z1, cl), scale1, mean1, rstd1, batch1,
@@ -333,6 +334,7 @@ class ATACFunction(torch.autograd.Function):
         grad_x1, grad_w1 = _pw_backward(_unflat(grad_z1, z1, cl), x, w1, need_x, need[1])
         del a, z1, grad_z1
         if grad_x is not None:
+            assert grad_x1 is not None  # both are computed exactly when x needs a gradient
             grad_x = _unflat(grad_x, x, cl).add_(grad_x1)
         return (
             grad_x,

@@ -58,8 +58,14 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.modules.lazy import LazyModuleMixin
 
-from attnact.units.registry import activation_spec, create_act_layer, list_activations
+from attnact.units.registry import (
+    ActivationSpec,
+    activation_spec,
+    create_act_layer,
+    list_activations,
+)
 from attnact.units.rewrite import (
     ORDERS,
     LeafTracer,
@@ -283,7 +289,7 @@ def _describe_target(to: Any) -> _Target:
             f"instance ({type(to).__name__}): one object at every site would share its parameters"
         )
     if isinstance(to, str):
-        spec = activation_spec(to)  # raises the registry's ValueError for unknown names
+        spec: ActivationSpec | None = activation_spec(to)  # the registry's ValueError if unknown
     else:
         spec = next(
             (activation_spec(n) for n in list_activations() if activation_spec(n).factory is to),
@@ -380,7 +386,7 @@ class _Site:
 
 def _is_uninitialized(m: nn.Module) -> bool:
     """A lazy module (torch's or attnact's) whose parameters await their first forward."""
-    return isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
+    return isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()
 
 
 def _is_opaque(m: nn.Module, matcher: _Matcher, leaf_modules: tuple[type, ...]) -> bool:
@@ -436,6 +442,8 @@ def _is_inplace_call(node: fx.Node) -> bool:
         return True
     if node.kwargs.get("inplace") is True:
         return True
+    if isinstance(node.target, str):  # a method name: no signature to bind
+        return False
     try:  # positional inplace, e.g. F.relu(x, True)
         bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
         return bound.arguments.get("inplace") is True
@@ -447,7 +455,7 @@ def _owner(node: fx.Node) -> str:
     stack = node.meta.get("nn_module_stack")
     if not stack:
         return ""
-    return list(stack.values())[-1][0]
+    return str(list(stack.values())[-1][0])
 
 
 def _sites_from_graph(gm: fx.GraphModule, matcher: _Matcher) -> tuple[list[_Site], list[str]]:
@@ -713,7 +721,7 @@ def _infer_layout(gm: fx.GraphModule, node: Any, depth: int = 0) -> Layout:
     if not isinstance(node, fx.Node) or depth > 200:
         return _UNKNOWN
     if node.op == "call_module":
-        m = gm.get_submodule(node.target)
+        m = gm.get_submodule(str(node.target))  # a call_module target is the module's path
         axis = _module_axis(m)
         if axis is not None:
             return _module_width(m), axis, f"{type(m).__name__} {node.target}"
@@ -758,7 +766,7 @@ def _consumer_layout(gm: fx.GraphModule, node: fx.Node, depth: int = 0) -> Layou
     found: set[tuple[int | None, int, str]] = set()
     for user in node.users:
         if user.op == "call_module" and _site_input(user) is node:
-            m = gm.get_submodule(user.target)
+            m = gm.get_submodule(str(user.target))
             axis = _module_axis(m)
             if axis is not None:
                 width = m.in_channels if isinstance(m, nn.modules.conv._ConvNd) else (
@@ -1068,6 +1076,7 @@ def _sites_by_graph(c: _Conversion, gm: fx.GraphModule) -> None:
     c.sites, notes = _sites_from_graph(gm, c.matcher)
     c.report.notes += notes
     for s in c.sites:
+        assert s.node is not None  # sites from a graph carry their node
         s.channels, s.channel_dim, s.axis_source = _infer_layout(gm, _site_input(s.node))
         if s.channel_dim is None and s.node is not None:
             s.channels, s.channel_dim, s.axis_source = _consumer_layout(gm, s.node)

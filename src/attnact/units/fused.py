@@ -98,7 +98,8 @@ def _compile_unavailable(device_type: str) -> str | None:
     try:
         import torch._dynamo as dynamo
 
-        if not dynamo.is_dynamo_supported():
+        # torch._dynamo imports is_dynamo_supported without re-exporting it (stubs only)
+        if not dynamo.is_dynamo_supported():  # type: ignore[attr-defined]
             return f"torch.compile does not support Python {sys.version.split()[0]}"
     except Exception as exc:  # a broken or partial torch install: stay eager, say why
         return f"torch._dynamo does not import ({type(exc).__name__}: {exc})"

@@ -25,7 +25,7 @@ before that works as for ``nn.LazyConv2d``. Run one forward before building the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -36,6 +36,13 @@ __all__ = ["CHANNEL_DIMS", "LazyChannels", "as_nchw", "check_channel_dim"]
 
 CHANNEL_DIMS = (1, -1)
 
+# LazyChannels is only ever mixed into an nn.Module (``class ATAC(LazyChannels, nn.Module)``);
+# the type checker is told so, and sees the Module methods the mixin calls on ``self``.
+if TYPE_CHECKING:
+    _ModuleBase = nn.Module
+else:
+    _ModuleBase = object
+
 
 def check_channel_dim(channel_dim: object) -> int:
     if isinstance(channel_dim, bool) or channel_dim not in CHANNEL_DIMS:
@@ -43,7 +50,7 @@ def check_channel_dim(channel_dim: object) -> int:
             f"channel_dim must be 1 (channels first: (N, C), (N, C, L), (N, C, H, W)) or -1 "
             f"(channels last: (N, C), (N, L, C), (N, H, W, C)), got {channel_dim!r}"
         )
-    return int(channel_dim)  # type: ignore[call-overload]
+    return int(channel_dim)
 
 
 def as_nchw(
@@ -85,7 +92,7 @@ def channel_count(x: Any, channel_dim: int, unit: str) -> int:
     return int(x.shape[channel_dim])
 
 
-class LazyChannels(LazyModuleMixin):
+class LazyChannels(LazyModuleMixin, _ModuleBase):
     """The lazy-channel behaviour shared by ATAC and xUnit.
 
     A subclass implements ``_build(channels)``, which creates its submodules for C channels, and
@@ -134,7 +141,7 @@ class LazyChannels(LazyModuleMixin):
 
     def _materialize(self, channels: int) -> None:
         placeholder = next(iter(self.parameters()), None)
-        place = {} if placeholder is None else {
+        place: dict[str, Any] = {} if placeholder is None else {
             "device": placeholder.device, "dtype": placeholder.dtype}
         training = self.training
         self._build(channels)
@@ -150,7 +157,7 @@ class LazyChannels(LazyModuleMixin):
     def _replicate_for_data_parallel(self) -> Any:
         if self.has_uninitialized_params():
             return super()._replicate_for_data_parallel()
-        return nn.Module._replicate_for_data_parallel(self)  # type: ignore[arg-type]
+        return nn.Module._replicate_for_data_parallel(self)
 
 
 def _materialize_from_state(module: nn.Module, state_dict: dict[str, Any], prefix: str,

@@ -259,6 +259,7 @@ def pau_init_coefficients(
     powers = torch.stack([x**j for j in range(max(m, n) + 1)], dim=1)
     design = torch.cat([powers[:, : m + 1], -f.unsqueeze(1) * powers[:, 1 : n + 1]], dim=1)
     weight = torch.ones_like(x)
+    solution = x.new_empty(0)  # bound for the type checker: the loop runs at least once
     for _ in range(_PAU_FIT_REWEIGHTINGS + 1):
         solution = torch.linalg.lstsq(
             design * weight.unsqueeze(1), (f * weight).unsqueeze(1), driver="gelsd"

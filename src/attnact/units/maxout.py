@@ -12,6 +12,8 @@ the one after it); :meth:`Maxout.out_channels` says by how much.
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from attnact._checks import check_int, check_positive_int
@@ -67,7 +69,8 @@ class Maxout(nn.Module):
             )
         groups = self.out_channels(x.shape[1])
         # (N, C, ...) -> (N, C/k, k, ...): the k pieces of each unit are consecutive channels.
-        return x.unflatten(1, (groups, self.pool_size)).amax(dim=2)
+        # Tensor.unflatten is unannotated in torch
+        return cast(Tensor, x.unflatten(1, (groups, self.pool_size))).amax(dim=2)
 
     def extra_repr(self) -> str:
         return f"pool_size={self.pool_size}"

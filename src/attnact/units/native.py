@@ -52,9 +52,10 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import Tensor
 
 __all__ = ["TRAFFIC", "arelu_ready", "atac", "available", "build", "ready", "set_native",
            "why_not"]
@@ -152,7 +153,7 @@ def why_not() -> str | None:
     if _forced is None and _env_off:
         return f"{ENV_NO_NATIVE} is set"
     if _state["error"] is not None:
-        return _state["error"]
+        return str(_state["error"])
     if not _state["loaded"]:
         try:
             build()
@@ -176,7 +177,8 @@ def ready(x: torch.Tensor) -> bool:
     builds."""
     if x.device.type != "cpu" or not _switched_on():
         return False
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    # torch.jit re-exports is_tracing, unannotated, without listing it in __all__
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # type: ignore[attr-defined, no-untyped-call]
         return False  # TorchScript and the ONNX exporter get the other paths
     if torch.compiler.is_compiling():
         return bool(_state["loaded"])
@@ -189,9 +191,11 @@ def ready(x: torch.Tensor) -> bool:
 def _register_python_parts() -> None:
     lib = "attnact::atac_forward"
 
-    @torch.library.register_fake(lib)
-    def _(x, w1, g1, b1, w2, g2, b2, rm1, rv1, rm2, rv2, batch1, batch2, eps1, eps2, relu,
-          keep_z1):
+    @torch.library.register_fake(lib)  # type: ignore[untyped-decorator]  # returns unannotated
+    def _(x: Tensor, w1: Tensor, g1: Tensor, b1: Tensor, w2: Tensor, g2: Tensor, b2: Tensor,
+          rm1: Tensor | None, rv1: Tensor | None, rm2: Tensor | None, rv2: Tensor | None,
+          batch1: bool, batch2: bool, eps1: float, eps2: float, relu: bool,
+          keep_z1: bool) -> tuple[Tensor, ...]:
         fmt = _format(x)
         c1 = w1.shape[0]
         y = torch.empty_like(x, memory_format=fmt)
@@ -204,9 +208,11 @@ def _register_python_parts() -> None:
         return (y, z1, g1.new_empty(c1, dtype=d), g1.new_empty(c1, dtype=d),
                 g2.new_empty(x.shape[1], dtype=d), g2.new_empty(x.shape[1], dtype=d))
 
-    @torch.library.register_fake("attnact::atac_backward")
-    def _(grad, x, z1, w1, g1, b1, w2, g2, b2, mean1, var1, mean2, var2, batch1, batch2, eps1,
-          eps2, relu):
+    @torch.library.register_fake("attnact::atac_backward")  # type: ignore[untyped-decorator]  # returns unannotated
+    def _(grad: Tensor, x: Tensor, z1: Tensor, w1: Tensor, g1: Tensor, b1: Tensor, w2: Tensor,
+          g2: Tensor, b2: Tensor, mean1: Tensor, var1: Tensor, mean2: Tensor, var2: Tensor,
+          batch1: bool, batch2: bool, eps1: float, eps2: float,
+          relu: bool) -> tuple[Tensor, ...]:
         return (torch.empty_like(x, memory_format=_format(x)), torch.empty_like(w1),
                 torch.empty_like(g1), torch.empty_like(b1), torch.empty_like(w2),
                 torch.empty_like(g2), torch.empty_like(b2))
@@ -241,8 +247,8 @@ def _register_python_parts() -> None:
     def fwd_bytes(args: Any, out: Any) -> int:
         x, keep = args[0], args[16]
         batch1, batch2 = args[11], args[12]
-        xb = x.numel() * x.element_size()
-        zb = xb * args[1].shape[0] // x.shape[1]
+        xb: int = x.numel() * x.element_size()
+        zb: int = xb * args[1].shape[0] // x.shape[1]
         need_z1 = keep or batch1 or batch2
         passes = 0
         if need_z1:
@@ -255,8 +261,8 @@ def _register_python_parts() -> None:
     def bwd_bytes(args: Any, out: Any) -> int:
         # the passes of csrc/atac.cpp's backward_impl; tile padding left out
         x, z1, batch1, batch2 = args[1], args[2], args[13], args[14]
-        xb = x.numel() * x.element_size()
-        zb = xb * args[3].shape[0] // x.shape[1]
+        xb: int = x.numel() * x.element_size()
+        zb: int = xb * args[3].shape[0] // x.shape[1]
         z_read = zb if z1.numel() else 0  # else z1 is recomputed from x
         total = 0
         if batch2:
@@ -274,8 +280,8 @@ def _register_python_parts() -> None:
     for name in ("attnact::arelu", "attnact::arelu_forward"):
         torch.library.register_fake(name)(_arelu_fake)
 
-    @torch.library.register_fake("attnact::arelu_backward")
-    def _(grad, y, alpha, beta):
+    @torch.library.register_fake("attnact::arelu_backward")  # type: ignore[untyped-decorator]  # returns unannotated
+    def _(grad: Tensor, y: Tensor, alpha: Tensor, beta: Tensor) -> tuple[Tensor, ...]:
         return torch.empty_like(y), torch.empty_like(alpha), torch.empty_like(beta)
 
     TRAFFIC["attnact.atac_forward"] = fwd_bytes
@@ -298,7 +304,8 @@ def arelu_ready(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> boo
         return False
     if alpha.numel() != 1 or beta.numel() != 1 or not _switched_on():
         return False
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    # torch.jit re-exports is_tracing, unannotated, without listing it in __all__
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # type: ignore[attr-defined, no-untyped-call]
         return False
     return _state["loaded"] or why_not() is None
 
@@ -341,4 +348,4 @@ def atac(
                 m, dt = cfg.momentum, rm.dtype
                 rm.copy_(mean.to(dt) * m + rm * (1 - m))
                 rv.copy_((var * (count / max(count - 1, 1))).to(dt) * m + rv * (1 - m))
-    return y
+    return cast(Tensor, y)  # torch.ops are untyped

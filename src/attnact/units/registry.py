@@ -12,7 +12,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -87,6 +87,10 @@ _REGISTRY: dict[str, ActivationSpec] = {}
 _BY_CLASS: dict[type, ActivationSpec] = {}
 
 
+# the decorated class or factory keeps its own type (a class stays a class for type checkers)
+_FactoryT = TypeVar("_FactoryT", bound=Callable[..., nn.Module])
+
+
 def register_activation(
     name: str,
     *,
@@ -97,7 +101,7 @@ def register_activation(
     changes_channels: bool = False,
     elementwise: bool = True,
     defaults: dict[str, Any] | None = None,
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+) -> Callable[[_FactoryT], _FactoryT]:
     """Class/function decorator that adds a unit to the registry under ``name``.
 
     The same class may be registered under several names with different ``defaults``; the
@@ -105,7 +109,7 @@ def register_activation(
     """
     key = name.lower()
 
-    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def decorate(factory: _FactoryT) -> _FactoryT:
         if key in _REGISTRY:
             raise ValueError(f"activation name {key!r} is registered twice")
         spec = ActivationSpec(

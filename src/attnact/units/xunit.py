@@ -12,6 +12,8 @@ compares against it (Dai et al., Fig. 7).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -97,7 +99,7 @@ class xUnit(LazyChannels, nn.Module):
         self.dwconv = nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels, bias=True)
         self.bn_out: nn.Module = nn.BatchNorm2d(channels) if self.batch_norm else nn.Identity()
 
-    def _state_channels(self, state_dict: dict, prefix: str) -> int | None:
+    def _state_channels(self, state_dict: dict[str, Any], prefix: str) -> int | None:
         w = state_dict.get(prefix + "dwconv.weight")
         return None if w is None else int(w.shape[0])
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import cast
 
 __all__ = ["add_weights_subparser", "weights_command"]
 
 
-def add_weights_subparser(sub: argparse._SubParsersAction) -> None:
+def add_weights_subparser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``weights`` with its three actions on the top-level subparsers."""
     p = sub.add_parser("weights", help="trained weights: list, download, import open-atac files")
     actions = p.add_subparsers(dest="weights_action", required=True)
@@ -50,13 +51,13 @@ def weights_command(args: argparse.Namespace) -> int:
         print(fetch_pretrained(args.name, args.cache_dir, base_url=args.base_url,
                                force=args.force))
         return 0
-    from attnact.weights.open_atac import load_open_atac
+    from attnact.weights.open_atac import OpenATACArchitecture, load_open_atac
     from attnact.weights.saved import save_converted
 
     if not args.file.is_file():
         raise ValueError(f"import-open-atac: no such file {args.file}")
     model = load_open_atac(args.file)
     out = save_converted(model, args.out)
-    print(model.open_atac.describe())
+    print(cast(OpenATACArchitecture, model.open_atac).describe())  # set by load_open_atac
     print(f"wrote {out}")
     return 0

@@ -39,7 +39,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -47,6 +47,9 @@ from torch import nn
 
 from attnact.weights.mxnet_params import read_params
 from attnact.weights.preprocess import CIFAR_EVAL, IMAGENET_EVAL, EvalPreprocessing
+
+if TYPE_CHECKING:
+    from attnact.models.act_plan import ActSite
 
 __all__ = [
     "ArchitectureError",
@@ -60,7 +63,8 @@ _BN = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean",
        "running_var": "running_var"}
 # attnact's ATAC submodules, in the order ChaATAC's parameterised children come.
 _ATAC_PARTS = ("conv1", "bn1", "conv2", "bn2")
-_ATAC_LAYOUTS = {  # indices of ChaATAC's parameterised children -> (use_global, use_relu)
+# indices of ChaATAC's parameterised children -> (use_global, use_relu)
+_ATAC_LAYOUTS: dict[tuple[int, ...], tuple[bool, bool]] = {
     (0, 1, 3, 4): (False, True),
     (0, 1, 2, 3): (False, False),
     (1, 2, 4, 5): (True, True),
@@ -351,7 +355,8 @@ def convert_open_atac(params: Mapping[str, np.ndarray]) -> nn.Module:
     arch = infer_architecture(params)
     kwargs = dict(arch.kwargs)
     model = create_model(arch.model, **kwargs)
-    built = tuple(site.selected and site.unit == "atac" for site in model.act_sites)
+    sites = cast("tuple[ActSite, ...]", model.act_sites)  # set by every registered host
+    built = tuple(site.selected and site.unit == "atac" for site in sites)
     if built != arch.atac_sites:  # the plan's rounding or order put a unit elsewhere
         raise ArchitectureError(f"internal: attnact placed ATAC at {built}, the file at "
                                 f"{arch.atac_sites}")
@@ -380,8 +385,9 @@ def convert_open_atac(params: Mapping[str, np.ndarray]) -> nn.Module:
         )
     state.update(loaded)
     model.load_state_dict(state)
-    model.open_atac = arch
-    model.preprocessing = arch.preprocessing
+    # any attribute may be set on a module; torch types __setattr__ for tensors and modules
+    model.open_atac = arch  # type: ignore[assignment]
+    model.preprocessing = arch.preprocessing  # type: ignore[assignment]
     return model.eval()
 
 
@@ -397,5 +403,5 @@ def load_open_atac(path: str | os.PathLike[str]) -> nn.Module:
             not fit is named).
     """
     model = convert_open_atac(read_params(path))
-    model.open_atac_source = str(path)
+    model.open_atac_source = str(path)  # type: ignore[assignment]  # see convert_open_atac
     return model

@@ -11,7 +11,7 @@ CIFAR (``train_cifar.py``): ``ToTensor`` then ``Normalize((0.4914, 0.4822, 0.446
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ def _as_batch(images: Any) -> torch.Tensor:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (3, H, W) or (N, 3, H, W) RGB, got shape "
                          f"{tuple(images.shape)}")
-    return images.to(torch.float32)
+    return cast(torch.Tensor, images.to(torch.float32))
 
 
 IMAGENET_EVAL = EvalPreprocessing(

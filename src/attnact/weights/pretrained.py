@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -190,16 +190,16 @@ def load_pretrained(
 ) -> nn.Module:
     """Download (or find cached), verify and convert the weights ``name``: the attnact model in
     eval mode, with ``model.preprocessing`` and ``model.pretrained`` (the catalogue entry)."""
-    from attnact.weights.open_atac import load_open_atac
+    from attnact.weights.open_atac import OpenATACArchitecture, load_open_atac
 
     entry = pretrained_info(name)
     path = fetch_pretrained(name, cache_dir, base_url=base_url, progress=progress)
     model = load_open_atac(path)
-    arch = model.open_atac
+    arch = cast(OpenATACArchitecture, model.open_atac)  # set by load_open_atac
     want = {k: v for k, v in entry.kwargs.items()}
     got = {k: arch.kwargs.get(k) for k in want}
     if arch.model != entry.model or got != want:
         raise ValueError(f"{path} holds {arch.describe()}, not the {entry.model} {want} that "
                          f"pretrained={name!r} describes")
-    model.pretrained = entry
+    model.pretrained = entry  # type: ignore[assignment]  # any attribute may be set on a module
     return model

@@ -63,5 +63,6 @@ def load_converted(path: str | os.PathLike[str]) -> nn.Module:
     if state["preprocessing"] is not None:
         pre = dict(state["preprocessing"])
         pre["mean"], pre["std"] = tuple(pre["mean"]), tuple(pre["std"])
-        model.preprocessing = EvalPreprocessing(**pre)
+        # any attribute may be set on a module (torch types __setattr__ for tensors and modules)
+        model.preprocessing = EvalPreprocessing(**pre)  # type: ignore[assignment]
     return model.eval()
