@@ -50,6 +50,24 @@ def fusion_enabled() -> bool:
 def why_not_fused(norm: nn.Module, act: nn.Module, x: object) -> str | None:
     """Why ``norm_then_act(norm, act, x)`` runs ``act(norm(x))`` instead of the fused node, or
     ``None`` when it fuses."""
+    return _plan(norm, act, x)[0]
+
+
+def _plan(norm: nn.Module, act: nn.Module, x: object) -> tuple[str | None, str]:
+    """(why not fused or None, ATAC's path: "fast" or "memory_efficient" when fused)."""
+    reason = _unfit(norm, act, x)
+    if reason is not None:
+        return reason, "reference"
+    assert isinstance(act, ATAC) and isinstance(x, torch.Tensor)
+    path = act._path4(x)
+    if path == "reference":
+        return "ATAC takes its reference path for this input", path
+    if not native.ready(x):
+        return f"no native operators ({native.why_not() or 'not a CPU tensor'})", path
+    return None, path
+
+
+def _unfit(norm: nn.Module, act: nn.Module, x: object) -> str | None:
     if not _enabled:
         return "switched off (set_fusion(False))"
     if not isinstance(act, ATAC) or type(act).forward is not ATAC.forward:
@@ -77,11 +95,6 @@ def why_not_fused(norm: nn.Module, act: nn.Module, x: object) -> str | None:
         return "the BatchNorm's parameters have another dtype or device than the input"
     if has_hooks(norm) or has_hooks(act) or _global_module_hooks():
         return "module hooks, which the fused node would bypass"
-    path = act._path4(x)
-    if path == "reference":
-        return "ATAC takes its reference path for this input"
-    if not native.ready(x):
-        return f"no native operators ({native.why_not() or 'not a CPU tensor'})"
     return None
 
 
@@ -89,10 +102,11 @@ def norm_then_act(norm: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Ten
     """``act(norm(x))``; for a training ``nn.BatchNorm2d`` followed by ATAC (fast or
     memory-efficient path) one fused autograd node that does not store ``norm(x)``
     (module docstring)."""
-    if why_not_fused(norm, act, x) is not None:
+    reason, path = _plan(norm, act, x)
+    if reason is not None:
         return act(norm(x))
     assert isinstance(act, ATAC)
-    keep_z1 = act._path4(x) == "fast"
+    keep_z1 = path == "fast"
     # in nn's order: the outer BatchNorm first, then the unit's two
     cfg0, rm0, rv0 = _bn_call(norm)
     cfg1, rm1, rv1 = _bn_call(act.bn1)
