@@ -52,6 +52,7 @@ from attnact.blocks import GatherExcite, LocalSE, NiNBlock, SqueezeExcite
 from attnact.models._init import he_init_
 from attnact.models.act_plan import ActLike, ActPlan, ActSite
 from attnact.models.registry import register_model
+from attnact.units.norm_act import norm_then_act
 
 __all__ = ["VARIANTS", "PreActBasicBlock", "ResNetCifar", "resnet_cifar"]
 
@@ -97,11 +98,11 @@ class PreActBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.act1(self.bn1(x))
+        out = norm_then_act(self.bn1, self.act1, x)  # one node for BN → ATAC (norm_act)
         if self.nin1 is not None:
             out = self.nin1(out)
         out = self.conv1(out)
-        out = self.act2(self.bn2(out))
+        out = norm_then_act(self.bn2, self.act2, out)
         if self.nin2 is not None:
             out = self.nin2(out)
         out = self.conv2(out)
@@ -161,7 +162,7 @@ class ResNetCifar(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.input_bn(x))
         x = self.layer3(self.layer2(self.layer1(x)))
-        x = self.act(self.bn(x))
+        x = norm_then_act(self.bn, self.act, x)
         if self.nin is not None:
             x = self.nin(x)
         return cast(torch.Tensor, self.fc(torch.flatten(self.pool(x), 1)))

@@ -84,6 +84,7 @@ from attnact.blocks import SqueezeExcite
 from attnact.models._init import he_init_
 from attnact.models.act_plan import ActLike, ActPlan, ActSite
 from attnact.models.registry import register_model
+from attnact.units.norm_act import norm_then_act
 
 __all__ = [
     "MOBILENET_V2_SETTINGS",
@@ -220,7 +221,7 @@ class BasicBlock(nn.Module):
         self.act2 = plan.build(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
+        out = norm_then_act(self.bn1, self.act1, self.conv1(x))  # BN → ATAC: one node
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)

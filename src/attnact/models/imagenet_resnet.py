@@ -38,6 +38,7 @@ from attnact._checks import check_int, check_positive_number
 from attnact.models._init import he_init_
 from attnact.models.act_plan import ActLike, ActPlan, ActSite
 from attnact.models.registry import register_model
+from attnact.units.norm_act import norm_then_act
 
 __all__ = ["BottleneckV1b", "ResNetV1b", "resnet50_v1b"]
 
@@ -80,8 +81,9 @@ class BottleneckV1b(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.act2(self.bn2(self.conv2(out)))
+        # one node for BN → ATAC (units/norm_act.py), act(bn(·)) for any other unit
+        out = norm_then_act(self.bn1, self.act1, self.conv1(x))
+        out = norm_then_act(self.bn2, self.act2, self.conv2(out))
         out = self.bn3(self.conv3(out))
         return cast(torch.Tensor, self.relu(out + shortcut))
 

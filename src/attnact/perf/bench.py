@@ -60,6 +60,7 @@ class Variant:
     compiled_kernels: bool = True  # False: attnact.set_fused(False) while this variant runs
     compile_model: bool = False  # True: the whole model under torch.compile(model)
     native_kernels: bool = True  # False: attnact.units.native.set_native(False) while it runs
+    norm_act_fusion: bool = True  # False: attnact.units.norm_act.set_fusion(False) while it runs
     baseline: str = "relu"  # the label whose time is 1.0 in "vs ReLU" (a compiled twin for
     # compiled models: the peer comparison is compiled against compiled)
 
@@ -76,6 +77,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("atac", "atac", reference="atac (reference)"),
     Variant("atac (memory-efficient)", "atac", {"memory_efficient": True},
             reference="atac (reference)"),
+    # BN → ATAC sites of the hosts as act(bn(x)) instead of one fused node (units/norm_act.py):
+    # ATAC then saves its own input BN(x) (issue #14's memory gap); same for the bare unit
+    Variant("atac (BN unfused)", "atac", reference="atac (reference)", norm_act_fusion=False),
+    Variant("atac (memory-efficient, BN unfused)", "atac", {"memory_efficient": True},
+            reference="atac (reference)", norm_act_fusion=False),
     Variant("atac (reference)", "atac", {"implementation": "reference"}),
     # ATAC's fast and memory-efficient paths on their autograd Function instead of the native
     # operators (what runs where the native operators do not build)
@@ -226,6 +232,20 @@ def _without_native(fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
+def _without_norm_act_fusion(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with the hosts' BN → ATAC sites unfused (``set_fusion(False)``)."""
+    from attnact.units import norm_act
+
+    def run() -> Any:
+        norm_act.set_fusion(False)
+        try:
+            return fn()
+        finally:
+            norm_act.set_fusion(None)
+
+    return run
+
+
 def _without_compiled_kernels(fn: Callable[[], Any]) -> Callable[[], Any]:
     """``fn`` run with the fused kernels eager (``fused_mode(False)``)."""
     from attnact.units.fused import fused_mode
@@ -247,7 +267,7 @@ class _Steps:
 
 def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
            eager: Iterable[str] = (), compiled: Iterable[str] = (),
-           no_native: Iterable[str] = ()) -> _Steps:
+           no_native: Iterable[str] = (), unfused: Iterable[str] = ()) -> _Steps:
     from attnact.perf.roofline import traffic
 
     g = torch.Generator().manual_seed(seed)
@@ -307,6 +327,8 @@ def _steps(host: Host, models: Mapping[str, nn.Module], seed: int,
             step, forward, loss = map(_without_compiled_kernels, (step, forward, loss))
         if label in no_native:
             step, forward, loss = map(_without_native, (step, forward, loss))
+        if label in unfused:
+            step, forward, loss = map(_without_norm_act_fusion, (step, forward, loss))
         out.train[label], out.infer[label] = step, forward
         model.train()
         out.saved[label] = saved_bytes(loss, exclude=exclude)
@@ -371,7 +393,8 @@ def run_bench(
         eager = [v.label for v in variants if not v.compiled_kernels]
         compiled = [v.label for v in variants if v.compile_model]
         no_native = [v.label for v in variants if not v.native_kernels]
-        st = _steps(host, models, seed, eager, compiled, no_native)
+        unfused = [v.label for v in variants if not v.norm_act_fusion]
+        st = _steps(host, models, seed, eager, compiled, no_native, unfused)
         t_train = interleaved_medians(st.train, rounds=rounds, warmup=warmup)
         t_infer = interleaved_medians(st.infer, rounds=rounds, warmup=warmup)
         for v in variants:

@@ -14,6 +14,7 @@ from attnact.units.atac import (
 from attnact.units.atac_function import ATACFunction
 from attnact.units.convert import ConversionReport, ReplacedSite, SkippedSite, convert_activations
 from attnact.units.fused import fused_mode, fused_status, set_fused
+from attnact.units.norm_act import fuse_norm_act, norm_then_act
 from attnact.units.registry import (
     ActivationSpec,
     activation_spec,
@@ -40,11 +41,13 @@ __all__ = [
     "convert_activations",
     "create_act_layer",
     "elsa_gate",
+    "fuse_norm_act",
     "fused_mode",
     "fused_status",
     "list_activations",
     "memory_efficient_enabled",
     "memory_efficient_mode",
+    "norm_then_act",
     "register_activation",
     "set_fused",
     "set_memory_efficient",

@@ -26,6 +26,8 @@ Three paths compute the same values and gradients (issue #6):
 
 On CPU the fast and memory-efficient paths run attnact's fused native operators instead of the
 Function where they build (:mod:`attnact.units.native`; the fast path then saves x and z₁).
+Behind a BatchNorm, as at every site of the pre-activation hosts, x itself need not be saved:
+:func:`attnact.units.norm_act.norm_then_act` runs BN → ATAC as one node that keeps BN's input.
 
 BatchNorm keeps ``nn.BatchNorm2d``'s semantics on every path: in training the batch statistics
 (biased variance) normalise, and running_mean/running_var are updated once per forward with the

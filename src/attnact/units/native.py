@@ -57,8 +57,8 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-__all__ = ["TRAFFIC", "arelu_ready", "atac", "available", "build", "ready", "set_native",
-           "why_not"]
+__all__ = ["TRAFFIC", "arelu_ready", "atac", "available", "bn_atac", "build", "ready",
+           "set_native", "why_not"]
 
 ENV_NO_NATIVE = "ATTNACT_NO_NATIVE"
 _CSRC = Path(__file__).with_name("csrc")
@@ -277,6 +277,8 @@ def _register_python_parts() -> None:
             total += (xb if batch2 else 0) + xb  # reads g*s; writes dx
         return total
 
+    _register_bn_atac(fwd_bytes, bwd_bytes)
+
     for name in ("attnact::arelu", "attnact::arelu_forward"):
         torch.library.register_fake(name)(_arelu_fake)
 
@@ -286,6 +288,91 @@ def _register_python_parts() -> None:
 
     TRAFFIC["attnact.atac_forward"] = fwd_bytes
     TRAFFIC["attnact.atac_backward"] = bwd_bytes
+
+
+def _register_bn_atac(fwd_bytes: Callable[[Any, Any], int],
+                      bwd_bytes: Callable[[Any, Any], int]) -> None:
+    """Fake implementations, autograd and declared traffic of ``attnact::bn_atac_forward`` /
+    ``attnact::bn_atac_backward`` (BatchNorm then ATAC, csrc/atac.cpp)."""
+    lib = "attnact::bn_atac_forward"
+
+    @torch.library.register_fake(lib)  # type: ignore[untyped-decorator]  # returns unannotated
+    def _(c: Tensor, g0: Tensor, b0: Tensor, rm0: Tensor | None, rv0: Tensor | None,
+          batch0: bool, eps0: float, w1: Tensor, g1: Tensor, b1: Tensor, w2: Tensor, g2: Tensor,
+          b2: Tensor, rm1: Tensor | None, rv1: Tensor | None, rm2: Tensor | None,
+          rv2: Tensor | None, batch1: bool, batch2: bool, eps1: float, eps2: float, relu: bool,
+          keep_z1: bool) -> tuple[Tensor, ...]:
+        c1 = w1.shape[0]
+        y = torch.empty_like(c, memory_format=_format(c))
+        if keep_z1:
+            tiles = -(-(c.shape[2] * c.shape[3]) // TILE)
+            z1 = c.new_empty((c.shape[0], tiles, c1, TILE))
+        else:
+            z1 = c.new_empty((0,))
+        d = torch.float64
+        ch = c.shape[1]
+        return (y, z1, g0.new_empty(ch, dtype=d), g0.new_empty(ch, dtype=d),
+                g1.new_empty(c1, dtype=d), g1.new_empty(c1, dtype=d),
+                g2.new_empty(ch, dtype=d), g2.new_empty(ch, dtype=d))
+
+    @torch.library.register_fake("attnact::bn_atac_backward")  # type: ignore[untyped-decorator]
+    def _(grad: Tensor, c: Tensor, z1: Tensor, g0: Tensor, b0: Tensor, mean0: Tensor,
+          var0: Tensor, w1: Tensor, g1: Tensor, b1: Tensor, w2: Tensor, g2: Tensor, b2: Tensor,
+          mean1: Tensor, var1: Tensor, mean2: Tensor, var2: Tensor, batch0: bool, batch1: bool,
+          batch2: bool, eps0: float, eps1: float, eps2: float,
+          relu: bool) -> tuple[Tensor, ...]:
+        return (torch.empty_like(c, memory_format=_format(c)), torch.empty_like(g0),
+                torch.empty_like(b0), torch.empty_like(w1), torch.empty_like(g1),
+                torch.empty_like(b1), torch.empty_like(w2), torch.empty_like(g2),
+                torch.empty_like(b2))
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        (c, g0, b0, _rm0, _rv0, batch0, eps0, w1, g1, b1, w2, g2, b2, _rm1, _rv1, _rm2, _rv2,
+         batch1, batch2, eps1, eps2, relu, _keep) = inputs
+        _y, z1, mean0, var0, mean1, var1, mean2, var2 = output
+        # c is BN's input, which the graph holds anyway (the producer's output): saving it and
+        # the statistics instead of x = BN(c) is the point of the fused node
+        ctx.save_for_backward(c, z1, g0, b0, mean0, var0, w1, g1, b1, w2, g2, b2, mean1, var1,
+                              mean2, var2)
+        ctx.cfg = (batch0, batch1, batch2, eps0, eps1, eps2, relu)
+
+    def backward(ctx: Any, grad: torch.Tensor, *_rest: Any) -> tuple[Any, ...]:
+        saved = ctx.saved_tensors
+        dc, dg0, db0, dw1, dg1, db1, dw2, dg2, db2 = torch.ops.attnact.bn_atac_backward(
+            grad, *saved, *ctx.cfg)
+        return (dc, dg0, db0, None, None, None, None, dw1, dg1, db1, dw2, dg2, db2,
+                *([None] * 10))
+
+    torch.library.register_autograd(lib, backward, setup_context=setup_context)
+
+    def no_double_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
+        raise RuntimeError(
+            "attnact::bn_atac_backward is once_differentiable: it treats the batch statistics "
+            "as constants, so a second derivative would be wrong; call act(norm(x)) with "
+            "ATAC(..., implementation='reference') for double backward")
+
+    torch.library.register_autograd("attnact::bn_atac_backward", no_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)
+
+    def bn_fwd_bytes(args: Any, out: Any) -> int:
+        c, batch0 = args[0], args[5]
+        # ATAC's passes over c in place of x, plus BN0's statistics pass (reads c)
+        atac_args = (c, args[7], *args[8:13], *args[13:17], args[17], args[18], args[19],
+                     args[20], args[21], args[22])
+        c_bytes: int = c.numel() * c.element_size()
+        return fwd_bytes(atac_args, out) + (c_bytes if batch0 else 0)
+
+    def bn_bwd_bytes(args: Any, out: Any) -> int:
+        # ATAC's backward passes over c (as x; they write dx), then ATen's BatchNorm backward:
+        # reads dx and c for its sums and again for dc, which it writes
+        grad, c, z1 = args[0], args[1], args[2]
+        cb: int = c.numel() * c.element_size()
+        atac_args = (grad, c, z1, args[7], *args[8:13], *args[13:17], args[18], args[19],
+                     args[21], args[22], args[23])
+        return bwd_bytes(atac_args, out) + 5 * cb
+
+    TRAFFIC["attnact.bn_atac_forward"] = bn_fwd_bytes
+    TRAFFIC["attnact.bn_atac_backward"] = bn_bwd_bytes
 
 
 def _arelu_fake(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -338,14 +425,46 @@ def atac(
     y, _z1, mean1, var1, mean2, var2 = torch.ops.attnact.atac_forward(
         x, w1, g1, b1, w2, g2, b2, rm1, rv1, rm2, rv2, cfg1.batch_stats, cfg2.batch_stats,
         cfg1.eps, cfg2.eps, use_relu, keep_z1)
+    _update_running(x, ((cfg1, rm1, rv1, mean1, var1), (cfg2, rm2, rv2, mean2, var2)))
+    return cast(Tensor, y)  # torch.ops are untyped
+
+
+def _update_running(x: torch.Tensor, bns: tuple[tuple[Any, ...], ...]) -> None:
+    """Each BatchNorm's running statistics updated from this call's batch statistics, as
+    ``nn.BatchNorm2d`` updates them: unbiased variance, the config's momentum."""
     count = x.numel() // x.shape[1]
     with torch.no_grad():
-        for cfg, rm, rv, mean, var in ((cfg1, rm1, rv1, mean1, var1),
-                                       (cfg2, rm2, rv2, mean2, var2)):
+        for cfg, rm, rv, mean, var in bns:
             if cfg.batch_stats and rm is not None and rv is not None:
                 # batch_norm_update_stats' update as it computes it (in the buffers' dtype), so
                 # that equal statistics give equal running ones
                 m, dt = cfg.momentum, rm.dtype
                 rm.copy_(mean.to(dt) * m + rm * (1 - m))
                 rv.copy_((var * (count / max(count - 1, 1))).to(dt) * m + rv * (1 - m))
+
+
+def bn_atac(
+    c: torch.Tensor, g0: torch.Tensor, b0: torch.Tensor,
+    stats0: tuple[torch.Tensor | None, torch.Tensor | None], cfg0: Any,
+    w1: torch.Tensor, g1: torch.Tensor, b1: torch.Tensor,
+    w2: torch.Tensor, g2: torch.Tensor, b2: torch.Tensor,
+    stats1: tuple[torch.Tensor | None, torch.Tensor | None],
+    stats2: tuple[torch.Tensor | None, torch.Tensor | None],
+    cfg1: Any, cfg2: Any, use_relu: bool, keep_z1: bool,
+) -> torch.Tensor:
+    """ATAC(BN₀(c)) by one native operator (``attnact::bn_atac_forward``, one autograd node):
+    BN₀ with weight ``g0``, bias ``b0``, running statistics ``stats0`` and config ``cfg0`` is
+    folded into the ATAC kernels' loads of c, so BN₀'s output x is never stored; backward
+    recomputes it from c and BN₀'s batch statistics. The other arguments as :func:`atac`; all
+    three BatchNorms' running statistics are updated here."""
+    if not (c.is_contiguous() or c.is_contiguous(memory_format=torch.channels_last)):
+        c = c.contiguous()
+    rm0, rv0 = stats0
+    rm1, rv1 = stats1
+    rm2, rv2 = stats2
+    y, _z1, mean0, var0, mean1, var1, mean2, var2 = torch.ops.attnact.bn_atac_forward(
+        c, g0, b0, rm0, rv0, cfg0.batch_stats, cfg0.eps, w1, g1, b1, w2, g2, b2, rm1, rv1, rm2,
+        rv2, cfg1.batch_stats, cfg2.batch_stats, cfg1.eps, cfg2.eps, use_relu, keep_z1)
+    _update_running(c, ((cfg0, rm0, rv0, mean0, var0), (cfg1, rm1, rv1, mean1, var1),
+                        (cfg2, rm2, rv2, mean2, var2)))
     return cast(Tensor, y)  # torch.ops are untyped

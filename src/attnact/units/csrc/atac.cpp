@@ -187,6 +187,23 @@ void store(T* dst, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t 
   }
 }
 
+// x = c * isc + ish per channel (the BatchNorm in front of ATAC, folded; bn_atac_*): the input
+// is loaded as c and normalised in the tile buffer, so x never exists in memory. Without the
+// affine (isc empty) this is load(). The padding lanes stay 0 as load() leaves them.
+template <typename T>
+void load_x(const T* src, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t ch,
+            T* buf, const std::vector<T>& isc, const std::vector<T>& ish) {
+  load(src, L, n, q0, cnt, ch, buf);
+  if (isc.empty()) return;
+  row_t<T> mask = {};
+  for (int64_t t = 0; t < TILE; ++t) mask[t] = t < cnt ? T(1) : T(0);
+  for (int64_t c = 0; c < ch; ++c) {
+    row_t<T> v = ld(buf + c * TILE) * isc[c] + ish[c];
+    if (cnt < TILE) v *= mask;
+    st(buf + c * TILE, v);
+  }
+}
+
 // The kernels' own intermediates (z1 kept for backward, gh1 and g*s between backward passes)
 // are stored tile by tile in the buffers' [channel][pixel] order: written by a copy, read in
 // place.
@@ -422,7 +439,9 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
                                      const at::Tensor& b2, const at::Tensor& mean1_in,
                                      const at::Tensor& var1_in, const at::Tensor& mean2_in,
                                      const at::Tensor& var2_in, bool batch1, bool batch2,
-                                     double eps1, double eps2, bool relu, bool keep_z1) {
+                                     double eps1, double eps2, bool relu, bool keep_z1,
+                                     const std::vector<T>& isc = {},
+                                     const std::vector<T>& ish = {}) {
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), C1 = w1.size(0);
   const bool cl = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -456,7 +475,7 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
       for (int64_t i = lo; i < hi; ++i) {
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
-        load(xp, L, n, q0, cnt, C, xb.data());
+        load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
         T* zt = zp + i * C1 * TILE;  // z1 straight into its tile of the stored tensor
         matvec(W1.data(), C1, C, xb.data(), zt);
         if (batch1) {
@@ -505,7 +524,7 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
       for (int64_t i = lo; i < hi; ++i) {
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
-        load(xp, L, n, q0, cnt, C, xb.data());
+        load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
         const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
         if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
         gate.act(zt, ab.data());
@@ -532,7 +551,9 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
                                       const at::Tensor& b2, const at::Tensor& mean1,
                                       const at::Tensor& var1, const at::Tensor& mean2,
                                       const at::Tensor& var2, bool batch1, bool batch2,
-                                      double eps1, double eps2, bool relu) {
+                                      double eps1, double eps2, bool relu,
+                                      const std::vector<T>& isc = {},
+                                      const std::vector<T>& ish = {}) {
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), C1 = w1.size(0);
   const bool cl = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -602,7 +623,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       for (int64_t i = lo; i < hi; ++i) {
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
-        load(xp, L, n, q0, cnt, C, xb.data());
+        load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
         const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
         if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
         gate.act(zt, ab.data());
@@ -664,7 +685,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       int64_t n, q0, cnt;
       tiles.at(i, n, q0, cnt);
       const bool need_x = !zp || !batch2 || !batch1;
-      if (need_x) load(xp, L, n, q0, cnt, C, xb.data());
+      if (need_x) load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
       const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
       if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
       gate.act(zt, ab.data());
@@ -754,7 +775,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       for (int64_t i = lo; i < hi; ++i) {
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
-        load(xp, L, n, q0, cnt, C, xb.data());
+        load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
         const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
         if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
         const T* gt = ghp + i * C1 * TILE;
@@ -851,6 +872,134 @@ Bwd atac_backward(const at::Tensor& grad, const at::Tensor& x,
   return out;
 }
 
+
+// --- BatchNorm then ATAC (bn_atac_*): BN0 folded into the loads of the ATAC kernels ----------
+//
+// y = ATAC(BN0(c)) for the pre-activation sites BN -> ATAC: the kernels read c and normalise it
+// in the tile buffer (load_x), so x = BN0(c) is never written, and backward needs only c (which
+// the graph keeps anyway) and BN0's per-channel statistics instead of a saved x.
+
+// Per-channel mean and biased variance of c over (N, H, W) into double `mean` and `var`: BN0's
+// batch statistics, in one pass over c. The lanes add in double: c, unlike z1 and z2, may carry
+// a mean large against its spread (a residual stream), which float lane sums would lose.
+template <typename T>
+void channel_stats(const at::Tensor& c, at::Tensor& mean, at::Tensor& var) {
+  const int64_t N = c.size(0), C = c.size(1), HW = c.size(2) * c.size(3);
+  const bool cl = !c.is_contiguous() && c.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const Layout L{N, HW, cl};
+  const Tiles tiles(N, HW);
+  const int64_t nchunks = chunk_count(tiles);
+  std::vector<std::vector<double>> parts(nchunks, std::vector<double>(2 * C, 0.0));
+  const T* cp = c.data_ptr<T>();
+  using D = row_t<double>;
+  for_chunks(nchunks, [&](int64_t k) {
+    std::vector<T> xb(C * TILE);
+    std::vector<double> lane(2 * C * TILE, 0.0);
+    const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
+    for (int64_t i = lo; i < hi; ++i) {
+      int64_t n, q0, cnt;
+      tiles.at(i, n, q0, cnt);
+      load(cp, L, n, q0, cnt, C, xb.data());  // zero beyond cnt: adds nothing
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const D v = __builtin_convertvector(ld(xb.data() + ch * TILE), D);
+        st(lane.data() + ch * TILE, ld(lane.data() + ch * TILE) + v);
+        st(lane.data() + (C + ch) * TILE, ld(lane.data() + (C + ch) * TILE) + v * v);
+      }
+    }
+    flush(lane.data(), 2 * C, parts[k].data());
+  });
+  finish_stats(parts, C, static_cast<double>(N * HW), mean, var);
+}
+
+using FwdBn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                         at::Tensor, at::Tensor>;
+using BwdBn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                         at::Tensor, at::Tensor, at::Tensor>;
+
+void check_bn0(const at::Tensor& c, const at::Tensor& g0, const at::Tensor& b0) {
+  TORCH_CHECK(g0.dim() == 1 && g0.numel() == c.size(1) && b0.dim() == 1 &&
+                  b0.numel() == c.size(1),
+              "attnact::bn_atac: the BatchNorm's weight and bias must be (C,)");
+  TORCH_CHECK(g0.scalar_type() == c.scalar_type() && b0.scalar_type() == c.scalar_type(),
+              "attnact::bn_atac: c and the BatchNorm's weight and bias must share one dtype");
+}
+
+FwdBn bn_atac_forward(const at::Tensor& c, const at::Tensor& g0, const at::Tensor& b0,
+                      const c10::optional<at::Tensor>& rm0,
+                      const c10::optional<at::Tensor>& rv0, bool batch0, double eps0,
+                      const at::Tensor& w1, const at::Tensor& g1, const at::Tensor& b1,
+                      const at::Tensor& w2, const at::Tensor& g2, const at::Tensor& b2,
+                      const c10::optional<at::Tensor>& rm1,
+                      const c10::optional<at::Tensor>& rv1,
+                      const c10::optional<at::Tensor>& rm2,
+                      const c10::optional<at::Tensor>& rv2, bool batch1, bool batch2,
+                      double eps1, double eps2, bool relu, bool keep_z1) {
+  check(c, w1, w2);
+  check_bn0(c, g0, b0);
+  TORCH_CHECK(batch0 || (rm0.has_value() && rv0.has_value()),
+              "attnact::bn_atac: running statistics of BN0 are needed without batch statistics");
+  TORCH_CHECK(batch1 || (rm1.has_value() && rv1.has_value()),
+              "attnact::bn_atac: running statistics of BN1 are needed without batch statistics");
+  TORCH_CHECK(batch2 || (rm2.has_value() && rv2.has_value()),
+              "attnact::bn_atac: running statistics of BN2 are needed without batch statistics");
+  const int64_t C = c.size(1);
+  auto dopts = c.options().dtype(at::kDouble);
+  at::Tensor mean0 = at::empty({C}, dopts), var0 = at::empty({C}, dopts);
+  Fwd out;
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "bn_atac_forward", [&] {
+    if (batch0) {
+      channel_stats<scalar_t>(c, mean0, var0);
+    } else {
+      mean0.copy_(rm0.value());
+      var0.copy_(rv0.value());
+    }
+    const Folded f0 = fold(mean0, var0, g0, b0, eps0);
+    out = forward_impl<scalar_t>(c, w1.contiguous(), g1, b1, w2.contiguous(), g2, b2,
+                                 stat_or_empty(rm1, c), stat_or_empty(rv1, c),
+                                 stat_or_empty(rm2, c), stat_or_empty(rv2, c), batch1, batch2,
+                                 eps1, eps2, relu, keep_z1, cast<scalar_t>(f0.scale),
+                                 cast<scalar_t>(f0.shift));
+  });
+  auto [y, z1, mean1, var1, mean2, var2] = out;
+  return FwdBn{y, z1, mean0, var0, mean1, var1, mean2, var2};
+}
+
+BwdBn bn_atac_backward(const at::Tensor& grad, const at::Tensor& c, const at::Tensor& z1,
+                       const at::Tensor& g0, const at::Tensor& b0, const at::Tensor& mean0,
+                       const at::Tensor& var0, const at::Tensor& w1, const at::Tensor& g1,
+                       const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& g2,
+                       const at::Tensor& b2, const at::Tensor& mean1, const at::Tensor& var1,
+                       const at::Tensor& mean2, const at::Tensor& var2, bool batch0,
+                       bool batch1, bool batch2, double eps0, double eps1, double eps2,
+                       bool relu) {
+  check(c, w1, w2);
+  check_bn0(c, g0, b0);
+  TORCH_CHECK(grad.sizes() == c.sizes(), "attnact::bn_atac_backward: grad must have c's shape");
+  Bwd out;
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "bn_atac_backward", [&] {
+    const Folded f0 = fold(mean0, var0, g0, b0, eps0);
+    out = backward_impl<scalar_t>(grad.to(c.scalar_type()), c, z1, w1.contiguous(), g1, b1,
+                                  w2.contiguous(), g2, b2, mean1, var1, mean2, var2, batch1,
+                                  batch2, eps1, eps2, relu, cast<scalar_t>(f0.scale),
+                                  cast<scalar_t>(f0.shift));
+  });
+  auto [dx, dw1, dg1, db1, dw2, dg2, db2] = out;
+  // BN0's backward from dx = dL/dx: ATen's own kernel, with the statistics of this forward
+  const auto dt = c.scalar_type();
+  const c10::optional<at::Tensor> none;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> bn;
+  if (batch0) {
+    bn = at::native_batch_norm_backward(dx, c, g0, none, none, mean0.to(dt),
+                                        (var0 + eps0).rsqrt().to(dt), true, eps0,
+                                        {true, true, true});
+  } else {
+    bn = at::native_batch_norm_backward(dx, c, g0, mean0.to(dt), var0.to(dt), none, none,
+                                        false, eps0, {true, true, true});
+  }
+  auto [dc, dg0, db0] = bn;
+  return BwdBn{dc, dg0, db0, dw1, dg1, db1, dw2, dg2, db2};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(attnact, m) {
@@ -862,9 +1011,23 @@ TORCH_LIBRARY(attnact, m) {
       "atac_backward(Tensor grad, Tensor x, Tensor z1, Tensor w1, Tensor g1, Tensor b1, "
       "Tensor w2, Tensor g2, Tensor b2, Tensor mean1, Tensor var1, Tensor mean2, "
       "Tensor var2, bool batch1, bool batch2, float eps1, float eps2, bool relu) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "bn_atac_forward(Tensor c, Tensor g0, Tensor b0, Tensor? rm0, Tensor? rv0, bool batch0, "
+      "float eps0, Tensor w1, Tensor g1, Tensor b1, Tensor w2, Tensor g2, Tensor b2, "
+      "Tensor? rm1, Tensor? rv1, Tensor? rm2, Tensor? rv2, bool batch1, bool batch2, "
+      "float eps1, float eps2, bool relu, bool keep_z1) -> (Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "bn_atac_backward(Tensor grad, Tensor c, Tensor z1, Tensor g0, Tensor b0, Tensor mean0, "
+      "Tensor var0, Tensor w1, Tensor g1, Tensor b1, Tensor w2, Tensor g2, Tensor b2, "
+      "Tensor mean1, Tensor var1, Tensor mean2, Tensor var2, bool batch0, bool batch1, "
+      "bool batch2, float eps0, float eps1, float eps2, bool relu) -> (Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(attnact, CPU, m) {
   m.impl("atac_forward", &atac_forward);
+  m.impl("bn_atac_forward", &bn_atac_forward);
+  m.impl("bn_atac_backward", &bn_atac_backward);
   m.impl("atac_backward", &atac_backward);
 }
