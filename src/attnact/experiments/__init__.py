@@ -33,10 +33,12 @@ What each type is, from what to run to what was found:
   selected by coordinates, and the ``results.csv`` index.
 * :class:`ReproduceResult` — what one :func:`reproduce` call did: its grid, the
   :class:`SweepResult`, the :class:`Results` and the report's files.
-* Outside this package: :class:`attnact.train.engine.RunResult` is what ``fit`` returns in the
-  process that trained (the trained module included); the store's :class:`RunRecord` is the same
-  run read back from disk. :class:`attnact.experiments.compare.CompareReport` is what
-  :func:`~attnact.experiments.compare.compare` wrote (its rows and :class:`RunRecord` s).
+* :class:`~attnact.experiments.compare.CompareReport` — what one
+  :func:`~attnact.experiments.compare.compare` call wrote: its table rows, the runs (as
+  :class:`RunRecord`) and the report's files.
+* Below this package, :class:`attnact.train.engine.RunResult` is what ``fit`` returns in the
+  process that trained (the trained module included); the store's :class:`RunRecord` is the
+  same run read back from disk by any later process.
 
 Quick use::
 
