@@ -198,7 +198,8 @@ def test_sdist_holds_every_test_file_and_builds_without_licence_warning(tmp_path
     want |= {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("conftest.py")}
     want |= {str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "weights" / "fixtures").rglob("*")
              if p.is_file()}
-    want |= {"LICENSE", "README.md", "Makefile", "pyproject.toml", "src/attnact/py.typed"}
+    want |= {"LICENSE", "README.md", "DESIGN.md", "Makefile", "pyproject.toml",
+             "src/attnact/py.typed"}
     want |= {str(p.relative_to(ROOT)) for d in ("tools", "benchmarks")
              for p in (ROOT / d).rglob("*") if p.is_file()}
     assert len(want) > 60 and "tests/conftest.py" in want

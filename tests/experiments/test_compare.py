@@ -79,6 +79,29 @@ def test_table_numbers_by_hand(tmp_path, base):
     assert "82.00 ± 2.00" in report.markdown()
 
 
+def test_runs_are_the_stores_records(tmp_path, base):
+    # one record type for a finished run: compare reads its runs as the store does
+    import attnact.experiments.compare as compare_module
+    from attnact.experiments import RunRecord
+
+    report = compare(["relu", "atac"], base, tmp_path, seeds=2, fit=FakeFit(), **QUIET)
+    assert compare_module.RunRecord is RunRecord
+    assert all(type(r) is RunRecord for r in report.runs)
+    by = {(r.coords["act"], r.coords["seed"]): r for r in report.runs}
+    assert set(by) == {("relu", 0), ("relu", 1), ("atac", 0), ("atac", 1)}
+    atac1 = by[("atac", 1)]
+    assert atac1.key == "atac/seed1" and atac1.curve("test_top1") == [75.0, 85.0]
+    assert atac1.metric("test_top1", "first") == 75.0 and atac1.final_top1 == 85.0
+    assert atac1.mean_epoch_time_s == 99.0
+    rows = {(r["activation"], r["seed_index"]): r
+            for r in csv.DictReader((tmp_path / "results.csv").open())}
+    assert rows[("relu", "1")]["first_epoch_top1"] == "72.0"
+    assert rows[("relu", "1")]["best_top1"] == "82.0"
+    curves = list(csv.DictReader((tmp_path / "curves.csv").open()))
+    assert [float(c["test_top1"]) for c in curves
+            if (c["activation"], c["seed_index"]) == ("atac", "0")] == [75.0, 85.0]
+
+
 def test_rerun_skips_finished_and_resumes_unfinished(tmp_path, base):
     fake = FakeFit()
     compare(["relu", "atac"], base, tmp_path, seeds=2, fit=fake, **QUIET)

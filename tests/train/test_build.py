@@ -80,6 +80,33 @@ def test_too_small_an_input_suggests_padding_to_the_model_default():
         check_model_takes_data(build_model(config, shape), config, shape)
 
 
+def test_padding_is_suggested_only_where_pad_to_applies(monkeypatch):
+    # pad_to zero-pads images held in memory; a dataset streamed from image folders (no reader
+    # in its catalog entry) is cropped to size instead, whatever its name
+    import dataclasses
+
+    from attnact.data import catalog
+
+    folder = dataclasses.replace(catalog.DATASETS["imagenet"], name="tiny_folders",
+                                 channels=1, image_size=(8, 8), num_classes=10)
+    arrays = dataclasses.replace(catalog.DATASETS["fashion_mnist"], name="tiny_arrays",
+                                 image_size=(8, 8))
+    monkeypatch.setitem(catalog.DATASETS, "tiny_folders", folder)
+    monkeypatch.setitem(catalog.DATASETS, "tiny_arrays", arrays)
+    config = TrainConfig(model="mnist_conv")
+    for name, hinted in (("tiny_arrays", True), ("tiny_folders", False)):
+        shape = DataShape(name, (1, 8, 8), 10)
+        with pytest.raises(ModelDataMismatchError) as err:
+            check_model_takes_data(build_model(config, shape), config, shape)
+        assert ("pad_to=28" in str(err.value)) is hinted, (name, str(err.value))
+        assert f"cannot take dataset {name}" in str(err.value)
+    padded = TrainConfig(model="mnist_conv", pad_to=8)
+    shape = DataShape("tiny_folders", (1, 8, 8), 10)
+    with pytest.raises(ModelDataMismatchError) as err:
+        check_model_takes_data(build_model(padded, shape), padded, shape)
+    assert "pad_to" not in str(err.value) and "choose a model" in str(err.value)
+
+
 def test_wrong_number_of_outputs_is_a_mismatch():
     config = TrainConfig(model="mnist_conv")
     shape = DataShape("fashion_mnist", (1, 28, 28), 10)

@@ -208,3 +208,15 @@ def test_compare_reads_its_config_through_the_same_path_as_train(monkeypatch, tm
     expected = config_from_args(parse_args_with_overrides(build_parser(), ["train", *args]))
     assert seen["config"] == expected.replace(out_dir=None)
     assert (seen["config"].lr, seen["config"].epochs, seen["config"].limit_train) == (0.5, 2, 256)
+
+
+def test_warmup_is_checked_on_the_final_config_and_nested_floats_are_numbers():
+    # the flag shortens the run below the preset's 5 warm-up epochs; a later override fixes it
+    c = config_from_args(parse(["--preset", "atac-imagenet", "--epochs", "3", "warmup_epochs=1",
+                                "act_kwargs.alpha=1e30"]))
+    assert (c.epochs, c.warmup_epochs, c.act_kwargs) == (3, 1, {"alpha": 1e30})
+    c = config_from_args(parse(["--preset", "atac-imagenet", "epochs=3", "--set",
+                                "warmup_epochs=0"]))
+    assert (c.epochs, c.warmup_epochs) == (3, 0)
+    with pytest.raises(ValueError, match=r"warmup_epochs \(5\) must be less than epochs \(3\)"):
+        config_from_args(parse(["--preset", "atac-imagenet", "--epochs", "3"]))

@@ -14,7 +14,8 @@ def test_defaults_are_valid():
 def test_every_preset_builds(name):
     c = TrainConfig.preset(name)
     assert isinstance(c, TrainConfig)
-    assert TrainConfig.preset(name, epochs=1).epochs == 1
+    # one epoch leaves no room for a warm-up (atac-imagenet has five)
+    assert TrainConfig.preset(name, epochs=1, warmup_epochs=0).epochs == 1
 
 
 def test_atac_cifar_preset_is_sec_iv_a():
@@ -169,3 +170,29 @@ def test_overrides_do_not_mutate():
     changed = base.with_overrides(["act_kwargs.alpha=0.3"])
     assert base.act_kwargs == {} and changed.act_kwargs == {"alpha": 0.3}
     assert base.diff(changed) == {"act_kwargs": ({}, {"alpha": 0.3})}
+
+
+def test_nested_overrides_read_yaml11_floats_as_numbers():
+    # PyYAML (YAML 1.1) leaves 1e30 and 5e-4 strings; typed fields convert them, and entries of
+    # the untyped dict fields must too, whether set one by one or as a whole mapping.
+    c = TrainConfig().with_overrides(
+        ["act_kwargs.alpha=1e30", "act_kwargs.beta=-2.5E-3", "model_kwargs={width: 5e-1}"]
+    )
+    assert c.act_kwargs == {"alpha": 1e30, "beta": -2.5e-3}
+    assert type(c.act_kwargs["alpha"]) is float and c.model_kwargs == {"width": 0.5}
+    kept = TrainConfig().with_overrides(["act_kwargs.activation=relu", "act_kwargs.r=4",
+                                         "act_kwargs.tag='1e3'", "act_kwargs.v=1.5e3"])
+    assert kept.act_kwargs == {"activation": "relu", "r": 4, "tag": "1e3", "v": 1500.0}
+
+
+def test_warmup_must_end_before_training_does():
+    with pytest.raises(ValueError, match=r"warmup_epochs \(3\) must be less than epochs \(3\)"):
+        TrainConfig(epochs=3, warmup_epochs=3)
+    with pytest.raises(ValueError, match=r"warmup_epochs \(5\).*epochs \(2\)"):
+        TrainConfig.preset("atac-imagenet", epochs=2)
+    assert TrainConfig(epochs=3, warmup_epochs=2.5).warmup_epochs == 2.5
+    # validated on the final config: overrides that shorten the run and its warm-up together
+    c = TrainConfig.preset("atac-imagenet").with_overrides(["epochs=2", "warmup_epochs=0.5"])
+    assert (c.epochs, c.warmup_epochs) == (2, 0.5)
+    c = TrainConfig.from_dict({"preset": "atac-imagenet", "epochs": 2}, ["warmup_epochs=1"])
+    assert (c.epochs, c.warmup_epochs) == (2, 1)

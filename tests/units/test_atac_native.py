@@ -14,6 +14,7 @@ import copy
 
 import pytest
 import torch
+from atac_helpers import assert_close, run_unit
 from torch import nn
 
 import attnact
@@ -56,21 +57,6 @@ def twins(channels: int, r: float = 2, use_relu: bool = True, memory_efficient: 
 
 def layout(t: torch.Tensor, name: str) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if name == "channels_last" else t
-
-
-def run_unit(m: nn.Module, x0: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
-    leaf = x0.clone(memory_format=torch.preserve_format).requires_grad_()
-    y = m(leaf)
-    named = sorted(m.named_parameters())
-    grads = torch.autograd.grad(y, [leaf, *(p for _, p in named)], g)
-    out = {"y": y.detach(), "x": grads[0]}
-    out.update((n, t) for (n, _), t in zip(named, grads[1:], strict=True))
-    return out
-
-
-def assert_close(got: torch.Tensor, want: torch.Tensor, *, rtol: float, floor: float, name=""):
-    atol = floor * want.abs().max().item()
-    torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
 
 
 SHAPES = [  # (N, C, H, W, r): tile remainders, C % 16 == 0 or not, r not dividing C

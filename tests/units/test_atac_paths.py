@@ -22,6 +22,7 @@ import math
 
 import pytest
 import torch
+from atac_helpers import assert_close, run_unit
 from torch import nn
 
 import attnact
@@ -80,22 +81,6 @@ def twins(path: str, *, train: bool = True, channels: int = 16, **kw) -> tuple[A
     got = make(path, channels, **kw)
     got.load_state_dict(ref.state_dict())
     return got.train(train), ref.train(train)
-
-
-def run_unit(m: nn.Module, x0: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Output and gradients w.r.t. the input and every parameter, through a fresh leaf."""
-    leaf = x0.clone(memory_format=torch.preserve_format).requires_grad_()
-    y = m(leaf)
-    named = sorted(m.named_parameters())
-    grads = torch.autograd.grad(y, [leaf, *(p for _, p in named)], g)
-    out = {"y": y.detach(), "x": grads[0]}
-    out.update((n, t) for (n, _), t in zip(named, grads[1:], strict=True))
-    return out
-
-
-def assert_close(got: torch.Tensor, want: torch.Tensor, *, rtol: float, floor: float, name=""):
-    atol = floor * want.abs().max().item()
-    torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
 
 
 def saved_storages(fn) -> tuple[object, dict[int, int]]:

@@ -17,6 +17,29 @@
 * :mod:`~attnact.experiments.compare`: ``attnact compare``, the same store and runner for an ad
   hoc comparison of activations.
 
+What each type is, from what to run to what was found:
+
+* :class:`RunSpec` — what to run: one run's key, grid coordinates, configuration and training
+  function (before anything is trained).
+* :class:`RunOutcome` — what happened to one run in a sweep: ``finished``, ``skipped``,
+  ``failed`` or ``busy``, with the error and the seconds spent (what :func:`execute_run`
+  returns; it holds no results).
+* :class:`SweepResult` — one :func:`run_grid` call: each run's :class:`RunOutcome` in grid
+  order and the sweep's wall time. Not folded into :class:`RunOutcome`: it is the list of them.
+* :class:`RunRecord` — a finished run read back from its directory by the store: coordinates,
+  ``summary.json`` and the per-epoch ``metrics.csv`` rows. Every report reads runs as this type
+  (``attnact compare`` too).
+* :class:`Results` — the aggregate: a grid's specs with the records of those that finished,
+  selected by coordinates, and the ``results.csv`` index.
+* :class:`ReproduceResult` — what one :func:`reproduce` call did: its grid, the
+  :class:`SweepResult`, the :class:`Results` and the report's files.
+* :class:`~attnact.experiments.compare.CompareReport` — what one
+  :func:`~attnact.experiments.compare.compare` call wrote: its table rows, the runs (as
+  :class:`RunRecord`) and the report's files.
+* Below this package, :class:`attnact.train.engine.RunResult` is what ``fit`` returns in the
+  process that trained (the trained module included); the store's :class:`RunRecord` is the
+  same run read back from disk by any later process.
+
 Quick use::
 
     from attnact.experiments import list_experiments, reproduce

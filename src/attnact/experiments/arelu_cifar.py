@@ -15,7 +15,7 @@ Presets:
 * ``quick``: the embedded Fashion-MNIST zero-padded to 32×32 (one input channel, 10 classes),
   networks at 1/8 width (ResNet-18: 176k parameters, 8.7 MMACs per image), the first 3000
   training and 1000 test images, 3 epochs (47 steps each), the paper's optimiser settings, 2
-  seeds: 60 runs, 10-60 s each on one thread (MobileNetV2 with PAU is the slowest).
+  seeds: 60 runs, each small enough for one thread (MobileNetV2 with PAU is the slowest).
 """
 
 from __future__ import annotations

@@ -9,20 +9,21 @@ each model's training step is timed against the baseline's side by side in one p
 comparison (``time_ratios.json``).
 
 Each run has its own directory (``runs/<act>/seed<k>``) in a
-:class:`~attnact.experiments.framework.RunStore` and is trained by
-:func:`~attnact.experiments.framework.run_grid` — the store and runner of ``attnact reproduce``:
+:class:`~attnact.experiments.store.RunStore` and is trained by
+:func:`~attnact.experiments.runners.run_grid` — the store and runner of ``attnact reproduce``:
 a finished run (its ``summary.json`` says so) is never re-run, an unfinished one resumes from its
 checkpoint, a failing one is reported without stopping the others. The report:
 ``results.csv`` (one row per run), ``table.md`` and ``table.tex`` (one row per activation: mean ±
 std and 95% CI over seeds, the paired difference to the baseline, the time ratio),
-``curves.csv`` and ``curves.png`` (test accuracy per epoch).
+``curves.csv`` and ``curves.png`` (test accuracy per epoch). The report reads the finished runs
+as the store's :class:`~attnact.experiments.store.RunRecord`, with coordinates ``act`` and
+``seed`` (the seed index).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 from attnact._checks import check_directory_argument, check_positive_int
 from attnact.experiments.keys import DEFAULT_FIT, RunSpec
 from attnact.experiments.runners import run_grid
-from attnact.experiments.store import RunStore
+from attnact.experiments.store import RunRecord, RunStore
 from attnact.fileio import atomic_write_json, atomic_write_text
 from attnact.report.figures import plot_curves
 from attnact.report.stats import paired_difference, summarize
@@ -43,7 +44,6 @@ from attnact.train.provenance import summary_lines as provenance_lines
 __all__ = [
     "DEMO_ACTIVATIONS",
     "CompareReport",
-    "RunRecord",
     "compare",
     "load_run",
 ]
@@ -54,34 +54,10 @@ DEMO_ACTIVATIONS = ("relu", "prelu", "swish", "selu", "arelu", "atac", "se_activ
 
 
 @dataclass
-class RunRecord:
-    """One finished run, read back from its directory."""
-
-    act: str
-    seed_index: int
-    run_dir: Path
-    test_top1: list[float]  # per epoch, in percent (as the engine's metrics.csv records it)
-    epoch_time_s: list[float]
-    summary: dict[str, Any]
-
-    @property
-    def final_top1(self) -> float:
-        return self.test_top1[-1]
-
-    @property
-    def first_epoch_top1(self) -> float:
-        return self.test_top1[0]
-
-    @property
-    def mean_epoch_time(self) -> float:
-        # The first epoch carries one-off costs (allocator warm-up, lazy init): drop it when
-        # there are others.
-        times = self.epoch_time_s[1:] or self.epoch_time_s
-        return statistics.fmean(times)
-
-
-@dataclass
 class CompareReport:
+    """What one :func:`compare` call wrote: the table's rows, the runs it aggregates (their
+    coordinates are ``act`` and ``seed``, the seed index) and the report's files."""
+
     rows: list[dict[str, Any]]  # one per activation
     runs: list[RunRecord]
     out_dir: Path
@@ -93,17 +69,10 @@ class CompareReport:
 
 def load_run(store: RunStore, act: str, seed_index: int) -> RunRecord | None:
     """The run of ``act`` and seed index ``seed_index`` if the store counts it finished."""
-    record = store.record(f"{act}/seed{seed_index}")
+    record = store.record(f"{act}/seed{seed_index}", {"act": act, "seed": seed_index})
     if record is None or not record.metrics:
         return None
-    return RunRecord(
-        act=act,
-        seed_index=seed_index,
-        run_dir=record.run_dir,
-        test_top1=[r["test_top1"] for r in record.metrics],
-        epoch_time_s=[r.get("epoch_time_s", math.nan) for r in record.metrics],
-        summary=record.summary,
-    )
+    return record
 
 
 def measure_time_ratios(
@@ -259,14 +228,15 @@ def write_report(
     time_ratios: Mapping[str, float | str],
 ) -> CompareReport:
     """Aggregate finished runs into the comparison's tables, CSVs and figure."""
-    by_act = {a: sorted((r for r in runs if r.act == a), key=lambda r: r.seed_index) for a in acts}
+    by_act = {a: sorted((r for r in runs if r.coords["act"] == a), key=lambda r: r.coords["seed"])
+              for a in acts}
     base_runs = by_act[baseline]
     rows = []
     for act in acts:
         rs = by_act[act]
         cost = model_cost(config, act=act)
         final = summarize([r.final_top1 for r in rs])
-        first = summarize([r.first_epoch_top1 for r in rs])
+        first = summarize([r.metric("test_top1", "first") for r in rs])
         row: dict[str, Any] = {
             "activation": act,
             "params": cost.params,
@@ -288,14 +258,14 @@ def write_report(
         rows.append(row)
 
     seeds = max(len(rs) for rs in by_act.values())
-    epochs = max(len(r.test_top1) for r in runs)
+    epochs = max(len(r.metrics) for r in runs)
     caption = (
         f"{config.model} on {config.dataset}, {epochs} epochs, {seeds} seeds; "
         f"mean ± std over seeds, 95% Student-t interval, paired difference to {baseline}; "
         "time: median training step measured side by side in one process"
     )
     provenance = "\n".join(provenance_lines(
-        {f"{r.act}/seed{r.seed_index}": r.summary for r in runs}))
+        {r.key: r.summary for r in runs}))
     files = {
         "table.md": atomic_write_text(
             out / "table.md", f"{caption}\n\n{to_markdown(rows)}\n\n{provenance}\n"
@@ -305,7 +275,7 @@ def write_report(
         "curves.csv": atomic_write_text(out / "curves.csv", to_csv(_curve_rows(runs))),
     }
     files["curves.png"] = plot_curves(
-        {a: [r.test_top1 for r in by_act[a]] for a in acts},
+        {a: [r.curve("test_top1") for r in by_act[a]] for a in acts},
         out / "curves.png",
         scale=1.0,
         title=f"{config.model} on {config.dataset}: test top-1 (mean ± std over {seeds} seeds)",
@@ -316,13 +286,13 @@ def write_report(
 def _run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     return [
         {
-            "activation": r.act,
-            "seed_index": r.seed_index,
-            "epochs": len(r.test_top1),
-            "first_epoch_top1": r.first_epoch_top1,
+            "activation": r.coords["act"],
+            "seed_index": r.coords["seed"],
+            "epochs": len(r.metrics),
+            "first_epoch_top1": r.metric("test_top1", "first"),
             "final_top1": r.final_top1,
-            "best_top1": max(r.test_top1),
-            "mean_epoch_time_s": r.mean_epoch_time,
+            "best_top1": r.metric("test_top1", "best"),
+            "mean_epoch_time_s": r.mean_epoch_time_s,
             "run_dir": str(r.run_dir),
         }
         for r in runs
@@ -331,8 +301,10 @@ def _run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
 
 def _curve_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     return [
-        {"activation": r.act, "seed_index": r.seed_index, "epoch": e + 1, "test_top1": acc}
+        {"activation": r.coords["act"], "seed_index": r.coords["seed"], "epoch": e + 1,
+         "test_top1": acc}
         for r in runs
-        for e, acc in enumerate(r.test_top1)
+        for e, acc in enumerate(r.curve("test_top1"))
         if not math.isnan(acc)
     ]
+

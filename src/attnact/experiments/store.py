@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -79,9 +80,20 @@ class RunRecord:
             return max(column)
         return column[-1]
 
+    def curve(self, name: str = "test_top1") -> list[float]:
+        """``name`` per ``metrics.csv`` row, NaN where a row has no value (a learning curve)."""
+        return [float(r.get(name, math.nan)) for r in self.metrics]
+
     @property
     def final_top1(self) -> float:
         return self.metric("test_top1", "final")
+
+    @property
+    def mean_epoch_time_s(self) -> float:
+        """Mean epoch wall time without the first epoch when there are others: the first
+        carries one-off costs (allocator warm-up, lazy initialisation, compilation)."""
+        times = self.curve("epoch_time_s")
+        return statistics.fmean(times[1:] or times)
 
     @property
     def wall_time_s(self) -> float:

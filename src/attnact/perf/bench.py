@@ -12,9 +12,9 @@ implementations, ELSA, SEActivation) and every host model (``resnet_cifar`` with
   left out — they exist anyway), as a ratio to ReLU's. Deterministic, unlike times.
 
 Times are medians of interleaved rounds (every variant once per round) measured in one process
-(DESIGN.md: never absolute times on a shared machine); only ratios are reported. A variant whose
-options this build does not know (an implementation not available) is listed as skipped with the
-reason, not silently dropped.
+(DESIGN.md, Performance: how to measure — never absolute times on a shared machine); only
+ratios are reported. A variant whose options this build does not know (an implementation not
+available) is listed as skipped with the reason, not silently dropped.
 """
 
 from __future__ import annotations
@@ -88,9 +88,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("atac (Function)", "atac", reference="atac (reference)", native_kernels=False),
     Variant("atac (memory-efficient, Function)", "atac", {"memory_efficient": True},
             reference="atac (reference)", native_kernels=False),
-    # The peers under torch.compile(model), side by side (DESIGN.md): the plain compositions
-    # compiled with the whole network, attnact's default under the same compile, and the ReLU
-    # network compiled as their baseline.
+    # The peers under torch.compile(model), side by side (DESIGN.md, Performance: how to
+    # measure): the plain compositions compiled with the whole network, attnact's default under
+    # the same compile, and the ReLU network compiled as their baseline.
     Variant("relu (compiled model)", "relu", compile_model=True,
             baseline="relu (compiled model)"),
     Variant("arelu (compiled model)", "arelu", compile_model=True,
@@ -483,9 +483,10 @@ def write_bench(results: Sequence[BenchResult], out: str | Path, *, name: str, c
         context += "Load average during the run: " + ", ".join(f"{v:.2f}" for v in load) + "."
     md = (f"# attnact bench: {name}\n\n`{command}` — {meta['date']}, torch {meta['torch']}, "
           f"{meta['threads']} thread(s), median of {rounds} interleaved rounds; ratios only "
-          f"(DESIGN.md). Saved bytes: tensors autograd keeps for backward in one training "
-          f"forward, parameters excluded. Compiled-model rows are ratios to the compiled ReLU "
-          f"network.\n\n{context}\n\n" + markdown_table(results) + "\n")
+          f"(DESIGN.md, Performance: how to measure). Saved bytes: tensors autograd keeps for "
+          f"backward in one training forward, parameters excluded. Compiled-model rows are "
+          f"ratios to the compiled ReLU network.\n\n{context}\n\n" + markdown_table(results)
+          + "\n")
     return {
         "json": atomic_write_json(out / f"{name}.json",
                                   {"meta": meta, "results": [asdict(r) for r in results]}),

@@ -1,7 +1,8 @@
 r"""The memory roofline of a training step: the machine's bandwidth, and the bytes a step moves.
 
-On these units passes over memory, not FLOPs, set the time (DESIGN.md), so the floor of a unit's
-cost is the bytes it reads and writes divided by the bandwidth the machine sustains.
+On these units passes over memory, not FLOPs, set the time (DESIGN.md, Performance: how to
+measure), so the floor of a unit's cost is the bytes it reads and writes divided by the bandwidth
+the machine sustains.
 
 * :func:`measure_bandwidth` times streaming kernels (copy: read + write; add: two reads and a
   write; sum: a read) over buffers of a given size with the threads torch uses and reports the

@@ -155,12 +155,13 @@ def _mismatch_message(config: TrainConfig, shape: DataShape, reason: str) -> str
 
     c, h, w = shape.input_size
     default = model_spec(config.model).input_size
+    paddable = _paddable(shape.dataset)
     hints = []
-    if max(h, w) < max(default[1:]) and shape.dataset != "imagenet":
+    if max(h, w) < max(default[1:]) and paddable:
         hints.append(f"pad_to={max(default[1:])} (zero-pad the images to the model's default)")
     if "in_channels" in config.model_kwargs and config.model_kwargs["in_channels"] != c:
         hints.append(f"drop model_kwargs.in_channels (the data has {c} channels)")
-    if config.pad_to:
+    if config.pad_to and paddable:
         hints.append("a different pad_to")
     hint = "; try " + " or ".join(hints) if hints else (
         f"; {config.model} takes {'×'.join(map(str, default))} by default: choose a model "
@@ -171,6 +172,17 @@ def _mismatch_message(config: TrainConfig, shape: DataShape, reason: str) -> str
         f"model {config.model} (act {config.act}) cannot take dataset {shape.dataset}: its "
         f"batches are {c}×{h}×{w} with {shape.num_classes} classes, and {first_line}{hint}"
     )
+
+
+def _paddable(dataset: str) -> bool:
+    """Whether ``pad_to`` applies to ``dataset``: it zero-pads images held in memory (the
+    catalog entry has a reader), not those streamed from image folders and cropped to size."""
+    from attnact.data import dataset_info
+
+    try:
+        return dataset_info(dataset).reader is not None
+    except ValueError:  # not a catalog name (a stand-in): nothing says padding cannot apply
+        return True
 
 
 # Config fields that decide the model and the batches it sees; the others (optimiser, seed,

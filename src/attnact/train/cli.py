@@ -154,7 +154,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, dest, None)
         if value is not None:
             data[dest] = value
-    config = TrainConfig.from_dict(data).with_overrides([*args.sets, *args.overrides])
+    # Overrides join before the config is built: only the final combination is validated.
+    config = TrainConfig.from_dict(data, [*args.sets, *args.overrides])
     if hasattr(args, "out_dir") and config.out_dir is None:  # train's own run directory
         config = config.replace(out_dir=_default_out_dir(config, args.preset))
     return config

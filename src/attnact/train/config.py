@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
+import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +160,13 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.gamma must be in (0, 1], got {self.gamma}")
         if self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            # the schedule would still be warming up when training ends: the run never trains
+            # at its learning rate (and cosine never decays)
+            raise ValueError(
+                f"TrainConfig.warmup_epochs ({self.warmup_epochs:g}) must be less than epochs "
+                f"({self.epochs}): lower warmup_epochs or raise epochs"
+            )
         _positive("grad_accum_steps", self.grad_accum_steps)
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ValueError(
@@ -195,11 +204,21 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping; a ``preset`` key starts from that preset. Unknown keys raise."""
+    def from_dict(cls, data: Mapping[str, Any], overrides: Iterable[str] = ()) -> TrainConfig:
+        """Build from a mapping; a ``preset`` key starts from that preset. Unknown keys raise.
+
+        ``overrides`` (``key=value``, as :meth:`with_overrides` reads them) apply last, before
+        the config is built and validated: only the final combination has to be consistent
+        (``--epochs 3 warmup_epochs=0`` on a preset with five warm-up epochs).
+        """
         data = dict(data)
         preset = data.pop("preset", None)
         _check_keys(data)
+        overrides = list(overrides)
+        if overrides:
+            base = {**PRESETS.get(str(preset), {}), **data}
+            data.update(_override_changes(
+                overrides, lambda top: base[top] if top in base else _field_default(top)))
         if preset is not None:
             return cls.preset(str(preset), **data)
         return cls(**data)
@@ -258,32 +277,7 @@ class TrainConfig:
         ``act_kwargs={alpha: 0.5}``); ``key.sub=value`` sets one entry of a dict field
         (``act_kwargs.alpha=0.5``).
         """
-        import yaml
-
-        changes: dict[str, Any] = {}
-        for item in overrides:
-            key, sep, raw = item.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise ValueError(f"override {item!r} is not of the form key=value")
-            try:
-                value = yaml.safe_load(raw) if raw.strip() else None
-            except yaml.YAMLError as err:
-                problem = getattr(err, "problem", None) or "a YAML syntax error"
-                raise ValueError(f"override {item!r}: the value is not valid YAML "
-                                 f"({problem})") from None
-            top, dot, sub = key.partition(".")
-            _check_keys({top: None})
-            if dot:
-                current = changes.get(top, getattr(self, top))
-                if not isinstance(current, dict):
-                    raise ValueError(
-                        f"override {item!r}: {top} is not a dict field, so {top}.{sub} is invalid"
-                    )
-                changes[top] = {**current, sub: value}
-            else:
-                changes[top] = value
-        return self.replace(**changes)
+        return self.replace(**_override_changes(overrides, lambda top: getattr(self, top)))
 
     def diff(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Fields whose values differ: ``{name: (self's, other's)}``."""
@@ -415,6 +409,69 @@ def _type_hints() -> dict[str, Any]:
 
 def _check_keys(data: Mapping[str, Any]) -> None:
     check_known_keys(data, _FIELD_NAMES, what="TrainConfig field")
+
+
+def _field_default(name: str) -> Any:
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+# YAML 1.1 (PyYAML) reads a float only with a dot in its mantissa: 1e30, 5e-4 and 1E3 stay
+# strings. Typed fields convert them (_coerce), but the dict fields (act_kwargs, model_kwargs,
+# extra) have no type to convert to, so override values are read with this float form added,
+# as YAML 1.2 reads them. Only plain scalars resolve: a quoted '1e3' stays a string.
+_YAML12_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+@functools.cache
+def _override_loader() -> type:
+    import yaml  # the experiments extra: a units-only install never reads a config
+
+    class OverrideLoader(yaml.SafeLoader):
+        pass
+
+    OverrideLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_EXPONENT_FLOAT,
+                                         list("-+0123456789."))
+    return OverrideLoader
+
+
+def _read_override_value(raw: str) -> Any:
+    import yaml
+
+    return yaml.load(raw, Loader=_override_loader())  # a SafeLoader subclass
+
+
+def _override_changes(overrides: Iterable[str], current: Callable[[str], Any]) -> dict[str, Any]:
+    """The field values ``key=value`` overrides set, applied in order; ``current(field)`` is a
+    field's value before them (for ``key.sub=value``, which sets one entry of a dict field)."""
+    import yaml
+
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        try:
+            value = _read_override_value(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or "a YAML syntax error"
+            raise ValueError(f"override {item!r}: the value is not valid YAML "
+                             f"({problem})") from None
+        top, dot, sub = key.partition(".")
+        _check_keys({top: None})
+        if dot:
+            before = changes[top] if top in changes else current(top)
+            if not isinstance(before, dict):
+                raise ValueError(
+                    f"override {item!r}: {top} is not a dict field, so {top}.{sub} is invalid"
+                )
+            changes[top] = {**before, sub: value}
+        else:
+            changes[top] = value
+    return changes
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -90,13 +90,12 @@ IMPLEMENTATIONS = ("auto", "function", "reference")
 ATAC_PATHS = ("fast", "memory_efficient", "reference")
 
 #: (elements, H·W): on CPU the default path takes the Function only for inputs at least this
-#: large in both. Each Function call costs ~0.7 ms more than the reference's native calls per
-#: training step (five compiled-kernel calls and their guards), which a small input cannot win
-#: back. Measured fast path / reference, forward + backward, channels_last, 2 threads:
-#: 128×16×32×32 0.70, 128×32×16×16 0.68, 128×32×14×14 0.57, 128×64×16×16 0.84 — but
-#: 128×64×8×8 1.26, 256×64×8×8 1.16, 32×16×32×32 1.09, 128×32×7×7 1.54, 8×16×32×32 1.51.
-#: The memory-efficient path and ``implementation="function"`` ignore this (memory is their
-#: point, or the caller chose).
+#: large in both. Each Function call has a fixed cost beyond the reference's native calls (its
+#: compiled-kernel calls and their guards, small per-channel ops), which the passes it saves
+#: win back only on large maps; the threshold sits between the shapes where the fast path was
+#: faster and those where it was slower (benchmarks/README.md, "ATAC's CPU fast-path
+#: threshold"). The memory-efficient path and ``implementation="function"`` ignore this
+#: (memory is their point, or the caller chose).
 CPU_FAST_PATH_MIN = (786_432, 144)
 ENV_MEMORY_EFFICIENT = "ATTNACT_MEMORY_EFFICIENT"
 
