@@ -1,8 +1,9 @@
 """Griffe extension: attnact's docstrings use Sphinx cross-reference roles
-(:func:`~attnact.units.atac.set_memory_efficient`) and ``Label::`` before literal blocks, which
-Markdown shows verbatim. Rewrite them before mkdocstrings renders the API reference: each role
-becomes an optional autoref (a link where the target is documented in the site, plain code
-where it is not, never a warning), and ``Label::`` becomes ``Label:``.
+(:func:`~attnact.units.atac.set_memory_efficient`), ``Label::`` before literal blocks and a few
+reStructuredText simple tables, which Markdown shows verbatim or reflows. Rewrite them before
+mkdocstrings renders the API reference: each role becomes an optional autoref (a link where the
+target is documented in the site, plain code where it is not, never a warning), ``Label::``
+becomes ``Label:``, and a simple table becomes a fenced text block that keeps its columns.
 
 Loaded by mkdocs.yml (``extensions: [docs/griffe_rst.py]``); it changes nothing in the package.
 """
@@ -20,6 +21,8 @@ import griffe
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|data|attr|obj|exc):`([^`]+)`")
 # "Label::" at the end of a line, before an indented literal block (reStructuredText)
 _LITERAL = re.compile(r"(\S)::[ \t]*$", re.MULTILINE)
+# a border line of a simple table: "=====  ======  ==="
+_BORDER = re.compile(r"^[ \t]*=+(?:[ \t]+=+)+[ \t]*$")
 
 
 def _resolve(obj: griffe.Object, target: str) -> str:
@@ -57,12 +60,30 @@ def _replace(obj: griffe.Object, match: re.Match[str]) -> str:
     return f'<autoref identifier="{html.escape(path)}" optional><code>{label}</code></autoref>'
 
 
+def _fence_tables(text: str) -> str:
+    """Each simple table (three border lines: top, under the header, bottom) as ```text."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        borders = [j for j in range(i, len(lines)) if _BORDER.match(lines[j])][:3] if (
+            _BORDER.match(lines[i])) else []
+        if len(borders) < 3:
+            out.append(lines[i])
+            i += 1
+            continue
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        out += [f"{indent}```text", *lines[i : borders[2] + 1], f"{indent}```"]
+        i = borders[2] + 1
+    return "\n".join(out)
+
+
 def _rewrite(obj: griffe.Object | griffe.Alias) -> None:
     if obj.is_alias:
         return
     if obj.docstring is not None:
         value = _ROLE.sub(lambda m: _replace(obj, m), obj.docstring.value)
-        obj.docstring.value = _LITERAL.sub(r"\1:", value)
+        obj.docstring.value = _fence_tables(_LITERAL.sub(r"\1:", value))
     for member in obj.members.values():
         _rewrite(member)
 

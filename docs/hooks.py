@@ -10,9 +10,10 @@ Loaded by mkdocs.yml (``hooks: [docs/hooks.py]``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mkdocs.structure.files import File, Files
+if TYPE_CHECKING:  # importable without MkDocs (the tests read repository_documents)
+    from mkdocs.structure.files import Files
 
 ROOT = Path(__file__).resolve().parents[1]
 # (file or directory below the repository root, suffixes taken from a directory)
@@ -37,7 +38,22 @@ def repository_documents(root: Path = ROOT) -> list[str]:
 
 
 def on_files(files: Files, config: Any) -> Files:
+    from mkdocs.structure.files import File
+
     for rel in repository_documents():
         if files.get_file_from_path(rel) is None:
             files.append(File.generated(config, rel, abs_src_path=str(ROOT / rel)))
     return files
+
+
+ACTIVATION_TABLE = "<!-- activation-table -->"
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
+    """The units page's table of every activation, generated from the registry (the same table
+    as the README's, ``attnact list activations --markdown``)."""
+    if ACTIVATION_TABLE not in markdown:
+        return markdown
+    from attnact.units.catalog import activation_table_markdown
+
+    return markdown.replace(ACTIVATION_TABLE, activation_table_markdown())
