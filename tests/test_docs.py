@@ -241,7 +241,8 @@ def test_the_site_builds_strict_with_every_public_name(tmp_path: Path) -> None:
         missing = [n for n in _public_names(package)
                    if n not in ids and f"{n}.{n.rpartition('.')[2]}" not in ids]
         assert missing == [], f"{page}: no entry for {missing}"
-    for rel in ("DESIGN.html", "reports/CLAIMS.html", "benchmarks/index.html",  # README.md is the folder index
+    # benchmarks/README.md becomes the folder's index page
+    for rel in ("DESIGN.html", "reports/CLAIMS.html", "benchmarks/index.html",
                 "reports/atac-ablation/quick/table.html", "guide/units.html"):
         assert (site / rel).is_file(), rel
     units = (site / "guide" / "units.html").read_text()
