@@ -7,8 +7,9 @@ PIP    := $(PY) -m pip
 # fresh environment would download the CUDA build (several GB).
 TORCH_PIN ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.docs-installed
 
-.PHONY: setup data test test-slow test-all lint demo readme clean
+.PHONY: setup data test test-slow test-all lint demo readme docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,9 +54,18 @@ lint: $(STAMP)
 demo: $(STAMP) data
 	$(VENV)/bin/attnact compare
 
+# The documentation site (mkdocs.yml, docs/): built with warnings as errors into site/. The
+# docs tools are the [docs] extra, installed here on first use so `make setup` stays lean.
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) install -q --disable-pip-version-check -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 # Refresh the activation table in README.md from the registry (a test checks it is current).
 readme: $(STAMP)
 	$(PY) -m attnact.units.catalog README.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) build site *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -423,7 +423,13 @@ DATASETS: dict[str, DatasetInfo] = {
 
 
 def list_datasets() -> list[str]:
-    """Names of the catalogued datasets, sorted."""
+    """Names of the catalogued datasets, sorted.
+
+    Examples:
+        >>> from attnact.data import list_datasets
+        >>> list_datasets()
+        ['cifar10', 'cifar100', 'fashion_mnist', 'imagenet', 'kmnist', 'mnist', 'svhn']
+    """
     return sorted(DATASETS)
 
 

@@ -94,12 +94,26 @@ def register_model(
 
 
 def list_models() -> list[str]:
-    """Registered model names, sorted."""
+    """Registered model names, sorted.
+
+    Examples:
+        >>> import attnact
+        >>> attnact.list_models()  # doctest: +NORMALIZE_WHITESPACE
+        ['mnist_conv', 'mobilenet_v2', 'resnet18', 'resnet50_v1b', 'resnet_cifar',
+         'se_resnet18', 'shufflenet_v2', 'vgg16']
+    """
     return sorted(_REGISTRY)
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` registered under ``name`` (case-insensitive, ``-`` = ``_``)."""
+    """The :class:`ModelSpec` registered under ``name`` (case-insensitive, ``-`` = ``_``).
+
+    Examples:
+        >>> import attnact
+        >>> spec = attnact.model_spec("MNIST-conv")
+        >>> spec.name, spec.input_size, spec.num_classes
+        ('mnist_conv', (1, 28, 28), 10)
+    """
     if not isinstance(name, str):
         raise ValueError(f"model name must be a string, got {name!r}")
     key = name.lower().replace("-", "_")
@@ -137,6 +151,16 @@ def create_model(
 
     Raises:
         ValueError: unknown name, an argument the builder does not take, or a bad value.
+
+    Examples:
+        MNIST-Conv (AReLU paper, Sec. 4.1) with ATAC at its three activation sites:
+
+        >>> import torch, attnact
+        >>> model = attnact.create_model("mnist_conv", act="atac")
+        >>> model(torch.randn(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+        >>> [site.unit for site in model.act_sites]
+        ['atac', 'atac', 'atac']
     """
     spec = model_spec(name)
     if input_size is not None:

@@ -60,6 +60,22 @@ class TrainConfig:
     to 0 over the epochs after the warm-up).
 
     ``out_dir=None`` trains without writing anything (no run directory, no resume).
+
+    Examples:
+        The ATAC paper's CIFAR recipe (Sec. IV-A: NAG, lr 0.2, 400 epochs, lr × 0.1 at epochs 300
+        and 350), then ``key=value`` overrides as on the command line:
+
+        >>> from attnact.train import TrainConfig
+        >>> config = TrainConfig.preset("atac-cifar")
+        >>> config.optimizer, config.lr, config.epochs, config.milestones
+        ('nag', 0.2, 400, [300, 350])
+        >>> short = config.with_overrides(["model_kwargs.blocks=3", "epochs=2"])
+        >>> config.diff(short)
+        {'model_kwargs': ({}, {'blocks': 3}), 'epochs': (400, 2)}
+        >>> TrainConfig(lr=-1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: TrainConfig.lr must be a finite number >= 0, got -1.0
     """
 
     # what is trained
@@ -299,7 +315,14 @@ def config_identity(config: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def list_presets() -> list[str]:
-    """Names accepted by :meth:`TrainConfig.preset`."""
+    """Names accepted by :meth:`TrainConfig.preset`.
+
+    Examples:
+        >>> from attnact.train import list_presets
+        >>> list_presets()  # doctest: +NORMALIZE_WHITESPACE
+        ['arelu-cifar100', 'arelu-mnist-adam', 'arelu-mnist-sgd', 'atac-cifar',
+         'atac-imagenet', 'demo']
+    """
     return sorted(PRESETS)
 
 

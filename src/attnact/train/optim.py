@@ -91,6 +91,17 @@ def lr_factor(
     ``constant``: 1; ``step``: ``gamma ** k``, ``k`` = milestones reached (a milestone ``m`` takes
     effect from the first iteration of 0-based epoch ``m``, i.e. after ``m`` epochs);
     ``cosine``: ``(1 + cos(pi * t)) / 2``, ``t`` going from 0 after the warm-up to 1 at the end.
+
+    Examples:
+        The ``atac-cifar`` step schedule (× 0.1 after 300 and after 350 epochs), and a one-epoch
+        linear warm-up whose first step already moves:
+
+        >>> from attnact.train import lr_factor
+        >>> [round(lr_factor(epoch * 10, steps_per_epoch=10, epochs=400, schedule="step",
+        ...                  milestones=[300, 350]), 6) for epoch in (0, 299, 300, 350)]
+        [1.0, 1.0, 0.1, 0.01]
+        >>> lr_factor(0, steps_per_epoch=100, epochs=10, schedule="cosine", warmup_epochs=1)
+        0.01
     """
     if steps_per_epoch <= 0:
         raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")

@@ -89,7 +89,14 @@ IMPLEMENTATIONS = ("auto", "function", "reference")
 
 
 def elsa_gate(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """L(x, α, β) of Eq. (5): C(α)·x where x < 0, σ(β)·x where x ≥ 0."""
+    """L(x, α, β) of Eq. (5): C(α)·x where x < 0, σ(β)·x where x ≥ 0.
+
+    Examples:
+        >>> import torch
+        >>> from attnact.units import elsa_gate
+        >>> elsa_gate(torch.tensor([-2.0, 3.0]), torch.tensor([0.5]), torch.tensor([0.0]))
+        tensor([-1.0000,  1.5000])
+    """
     neg = alpha.clamp(*ALPHA_RANGE).to(x.dtype)
     pos = torch.sigmoid(beta).to(x.dtype)
     return x * torch.where(x >= 0, pos, neg)
@@ -247,6 +254,17 @@ class AReLU(nn.Module):
 
     Parameters ``alpha`` and ``beta`` (shape (1,), as in the authors' checkpoints) hold the raw,
     unconstrained values. Works on inputs of any shape.
+
+    Examples:
+        With the paper's initial α = 0.9, β = 2 (Eq. (7)): C(0.9)·(−1) = −0.9 and
+        (1 + σ(2))·2 = 3.7616; an α above 0.99 is clamped.
+
+        >>> import torch, attnact
+        >>> y = attnact.AReLU(alpha=0.9, beta=2.0)(torch.tensor([-1.0, 0.0, 2.0]))
+        >>> [round(v, 4) for v in y.tolist()]
+        [-0.9, 0.0, 3.7616]
+        >>> round(attnact.AReLU(alpha=1.5)(torch.tensor([-1.0])).item(), 4)
+        -0.99
     """
 
     # class-level defaults keep modules pickled before these attributes existed loadable
@@ -290,6 +308,18 @@ class ELSA(nn.Module):
     (Maxout), each output equals one selected input element, so L is applied to that selected
     element: F(x) = A(x) + L(A(x)); that case always runs the reference composition.
     A module instance given as ``activation`` must not work in place: ELSA reads x after it.
+
+    Examples:
+        ELSA(tanh) at x = −1: tanh(−1) + C(0.9)·(−1) = −1.6616; at x = 1: tanh(1) + σ(2) = 1.6424.
+        ELSA("relu") is AReLU.
+
+        >>> import torch, attnact
+        >>> y = attnact.ELSA("tanh")(torch.tensor([-1.0, 1.0]))
+        >>> [round(v, 4) for v in y.tolist()]
+        [-1.6616, 1.6424]
+        >>> x = torch.randn(100)
+        >>> torch.allclose(attnact.ELSA("relu")(x), attnact.AReLU()(x))
+        True
     """
 
     inplace: bool = False

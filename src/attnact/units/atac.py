@@ -131,7 +131,17 @@ def memory_efficient_enabled() -> bool:
 @contextlib.contextmanager
 def memory_efficient_mode(enabled: bool = True) -> Iterator[None]:
     """``with memory_efficient_mode(): ...`` — :func:`set_memory_efficient` for a block only
-    (forward calls inside it choose their path; their backward follows that choice)."""
+    (forward calls inside it choose their path; their backward follows that choice).
+
+    Examples:
+        >>> import torch, attnact
+        >>> unit, x = attnact.ATAC(8), torch.randn(4, 8, 16, 16)
+        >>> with attnact.memory_efficient_mode():
+        ...     unit.path_for(x)
+        'memory_efficient'
+        >>> attnact.ATAC(8, implementation="reference").path_for(x)
+        'reference'
+    """
     global _me_forced
     _check_switch("enabled", enabled)
     before = _me_forced
@@ -236,6 +246,22 @@ class ATAC(LazyChannels, nn.Module):
 
     The state_dict keys ``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*`` are part of the
     public API. Integer and bool inputs raise ``TypeError``.
+
+    Examples:
+        The output has the input's shape; the unit adds 2C²/r point-wise weights and two
+        BatchNorm layers (C = 64, r = 2: 4096 + 2·32 + 2·64 = 4288 parameters), and its gate
+        σ(·) lies in (0, 1), so on a positive input 0 < X' < X (Eq. (5)):
+
+        >>> import torch, attnact
+        >>> unit = attnact.ATAC(64, r=2).eval()
+        >>> sum(p.numel() for p in unit.parameters()) == 2 * 64 * 64 // 2 + 2 * 32 + 2 * 64
+        True
+        >>> x = torch.rand(2, 64, 8, 8) + 0.1
+        >>> y = unit(x)
+        >>> y.shape
+        torch.Size([2, 64, 8, 8])
+        >>> bool(((y > 0) & (y < x)).all())
+        True
     """
 
     # class-level defaults keep modules pickled before these attributes existed loadable
@@ -416,6 +442,16 @@ def SEActivation(
     shared over all positions, i.e. global rather than local context; the paper's Table III
     shows this loses badly. The global context is the mean over H×W of a map, over the L tokens
     of a (N, L, C) sequence (padding tokens included), and the value itself for (N, C).
+
+    Examples:
+        One gate per channel and sample: X'/X is the same at every position.
+
+        >>> import torch, attnact
+        >>> unit = attnact.SEActivation(16).eval()
+        >>> x = torch.rand(2, 16, 5, 5) + 0.1
+        >>> g = unit(x) / x
+        >>> torch.allclose(g, g[:, :, :1, :1].expand_as(g))
+        True
     """
     return ATAC(channels, r=r, use_relu=use_relu, use_global=True, inplace=inplace,
                 channel_dim=channel_dim)

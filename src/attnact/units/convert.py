@@ -1312,6 +1312,22 @@ def convert_activations(
             not fit, channel counts or axes that cannot be inferred, or a model fx cannot trace
             when a graph rewrite is needed.
         TypeError: a TorchScript module (convert the eager model, then script the result).
+
+    Examples:
+        The ReLU after a 3-channel → 8-channel convolution becomes an 8-channel ATAC; the
+        original model is left as it was.
+
+        >>> import torch, attnact
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> atac_net = attnact.convert_activations(
+        ...     net, "atac", example_input=torch.randn(1, 3, 8, 8))
+        >>> type(atac_net[1]).__name__, atac_net[1].channels, type(net[1]).__name__
+        ('ATAC', 8, 'ReLU')
+        >>> print(atac_net.conversion_report)  # doctest: +ELLIPSIS
+        Converted 1 of 1 activation sites to 'atac' (fraction=1.0, order='last_first', ...
+        ...
+        | 0 | `1` | 1 (ReLU) | ATAC | 8 | 1 (Conv2d 0) | 88 |
     """
     c = _validate(model, to, fraction, order, example_input, match, leaf_modules, channel_dim,
                   unit_kwargs)

@@ -132,7 +132,19 @@ def register_activation(
 
 
 def list_activations(*, include_elsa: bool = True) -> list[str]:
-    """Canonical names of every registered activation, sorted (``elsa_*`` variants included)."""
+    """Canonical names of every registered activation, sorted (``elsa_*`` variants included).
+
+    Examples:
+        27 units, and an ``elsa_<name>`` variant of every one but AReLU (which is
+        ``elsa_relu``'s closed form):
+
+        >>> import attnact
+        >>> names = attnact.list_activations(include_elsa=False)
+        >>> len(names), "atac" in names, "arelu" in names, "xunit" in names
+        (27, True, True, True)
+        >>> len(attnact.list_activations()) == 2 * len(names) - 1
+        True
+    """
     names = sorted(_REGISTRY)
     if not include_elsa:
         names = [n for n in names if not n.startswith("elsa_")]
@@ -140,7 +152,16 @@ def list_activations(*, include_elsa: bool = True) -> list[str]:
 
 
 def activation_spec(name: str) -> ActivationSpec:
-    """The :class:`ActivationSpec` registered under ``name`` (case-insensitive)."""
+    """The :class:`ActivationSpec` registered under ``name`` (case-insensitive).
+
+    Examples:
+        >>> import attnact
+        >>> spec = attnact.activation_spec("ATAC")
+        >>> spec.name, spec.needs_channels, spec.elementwise
+        ('atac', True, False)
+        >>> spec.formula
+        'x * sigmoid(BN(PWConv2(ReLU(BN(PWConv1(x))))))'
+    """
     if not isinstance(name, str):
         raise ValueError(f"activation name must be a string, got {name!r}")
     key = name.lower().replace("-", "_")
@@ -178,6 +199,17 @@ def create_act_layer(
             with ``channels`` works for every name. Without it, those units (ATAC,
             SEActivation, xUnit) infer it at their first forward.
         **kwargs: forwarded to the constructor (``inplace`` is accepted by every unit).
+
+    Examples:
+        ``channels`` reaches only the units that need it:
+
+        >>> import attnact
+        >>> attnact.create_act_layer("atac", channels=16).conv1
+        Conv2d(16, 8, kernel_size=(1, 1), stride=(1, 1), bias=False)
+        >>> attnact.create_act_layer("relu", channels=16)
+        ReLU()
+        >>> type(attnact.create_act_layer("elsa_swish", channels=16).activation).__name__
+        'Swish'
     """
     if isinstance(name_or_class, str):
         return activation_spec(name_or_class).build(channels, **kwargs)

@@ -156,6 +156,22 @@ def read_params(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Raises:
         FileNotFoundError: no such file.
         NotMXNetParamsError: not an NDArray-list file, truncated, or its arrays are unnamed.
+
+    Examples:
+        A file with one named float32 array of shape (2,), written in the layout of the module
+        docstring (list header, one v2 array on the CPU, then its name):
+
+        >>> import pathlib, struct, tempfile
+        >>> import numpy as np
+        >>> from attnact.weights import read_params
+        >>> data = struct.pack("<QQQ", 0x112, 0, 1)
+        >>> data += struct.pack("<IiIq", 0xF993FAC9, 0, 1, 2) + struct.pack("<iii", 1, 0, 0)
+        >>> data += np.array([1.5, -2.0], "<f4").tobytes()
+        >>> data += struct.pack("<QQ", 1, 6) + b"conv.w"
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "one.params"
+        >>> _ = path.write_bytes(data)
+        >>> read_params(path)
+        {'conv.w': array([ 1.5, -2. ], dtype=float32)}
     """
     p = Path(path)
     arrays, names = read_ndarray_list(p.read_bytes(), source=str(p))

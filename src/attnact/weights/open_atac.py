@@ -401,6 +401,17 @@ def load_open_atac(path: str | os.PathLike[str]) -> nn.Module:
         NotMXNetParamsError: the file is not a Gluon parameter file.
         ArchitectureError: its parameters match no known architecture (the first one that does
             not fit is named).
+
+    Examples:
+        A file that is not a Gluon parameter file is refused before anything is built:
+
+        >>> import pathlib, tempfile, attnact
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.params"
+        >>> _ = path.write_bytes(b"not a params file")
+        >>> attnact.load_open_atac(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        attnact.weights.mxnet_params.NotMXNetParamsError: ...fewer than the 24-byte header...
     """
     model = convert_open_atac(read_params(path))
     model.open_atac_source = str(path)  # type: ignore[assignment]  # see convert_open_atac

@@ -107,6 +107,18 @@ def pretrained_info(name: str) -> PretrainedWeights:
 
     Raises:
         ValueError: unknown name (the known ones are listed).
+
+    Examples:
+        The authors' ImageNet ATAC-ResNet-50-v1b, known by its git blob id in their repository:
+
+        >>> from attnact.weights import list_pretrained, pretrained_info
+        >>> list_pretrained()
+        ['open-atac-imagenet']
+        >>> entry = pretrained_info("open-atac-imagenet")
+        >>> entry.model, entry.act, entry.kwargs
+        ('resnet50_v1b', 'atac', {'act_stages': 2, 'r': 2})
+        >>> entry.file.git_sha1
+        '68dc6dabee84f1f42746d06553aba6bfa04615d3'
     """
     if not isinstance(name, str) or name not in PRETRAINED:
         raise ValueError(
