@@ -391,3 +391,18 @@ def test_reproduce_passes_loggers_to_the_runs_it_trains(tmp_path):
     with pytest.raises(ValueError, match="unknown logger"):
         reproduce(Tiny(), seeds=2, backend="inline", runs=runs, out=tmp_path / "rep",
                   loggers="comet", log=lambda _m: None)
+
+
+def test_only_rank_0_opens_loggers(tmp_path, fakes, monkeypatch):
+    """Under torchrun the other ranks neither import a backend nor write its files (a
+    world-of-one stand-in for rank 1: its collectives are no-ops)."""
+    import attnact.train.engine as engine
+    from attnact.train.distributed import DistEnv
+
+    monkeypatch.setattr(engine, "setup_distributed", lambda _device: DistEnv(rank=1))
+    monkeypatch.setitem(sys.modules, "wandb", None)  # importing it would fail the run
+    train(fakes, config(tmp_path, loggers=["tensorboard", "wandb"], epochs=1))
+    run_dir = tmp_path / "run"
+    assert not (run_dir / RunDirectory.TENSORBOARD).exists()
+    assert not (run_dir / RunDirectory.TRACKING).exists()
+    assert not (run_dir / RunDirectory.WANDB).exists()
