@@ -92,7 +92,8 @@ def test_every_unit_runs_with_the_extras_hidden() -> None:
 def test_the_cli_parser_imports_no_heavy_extra() -> None:
     # SciPy, Matplotlib and Captum take seconds to import; --help must not pay for them.
     code = ("import sys; from attnact.cli import build_parser; build_parser(); "
-            "print(','.join(m for m in ('scipy', 'matplotlib', 'captum', 'ray', 'tensorboard') "
+            "print(','.join(m for m in ('scipy', 'matplotlib', 'captum', 'ray', 'tensorboard', "
+            "'wandb', 'mlflow') "
             "if m in sys.modules))")
     assert _run_python(sys.executable, code).strip() == ""
 

@@ -288,7 +288,7 @@ def test_fit_transfer_runs_every_phase_on_real_data(tmp_path):
                         "limit_train": 128, "limit_test": 100},
              "pretrain_epochs": 2, "pretrain_lr": 0.01, "finetune_epochs": 5}
     config = TrainConfig(model="mnist_conv", act="arelu", dataset="fashion_mnist", lr=1e-5,
-                         batch_size=32, epochs=5, extra=extra, out_dir=str(tmp_path / "run"),
+                         batch_size=32, epochs=5, transfer=extra, out_dir=str(tmp_path / "run"),
                          progress=False)
     summary = fit_transfer(config)
     rows = summary["transfer"]
@@ -307,15 +307,20 @@ def test_fit_transfer_runs_every_phase_on_real_data(tmp_path):
     again = fit_transfer(config)
     assert again["transfer"] == rows
     with pytest.raises(ValueError, match="needs source and target"):
-        fit_transfer(config.replace(extra={"source": extra["source"]}))
+        fit_transfer(config.replace(transfer={"source": extra["source"]}))
+    with pytest.raises(ValueError, match=r"TrainConfig.transfer must give"):
+        fit_transfer(config.replace(transfer=None))
 
 
-def test_engine_refuses_extra_settings():
+def test_engine_refuses_another_procedures_settings():
     from attnact.train.config import TrainConfig
     from attnact.train.engine import fit
+    from attnact.train.settings import MAMLSettings
 
-    with pytest.raises(ValueError, match="plain training takes none"):
-        fit(TrainConfig(extra={"ways": 5}))
+    with pytest.raises(ValueError, match=r"TrainConfig.maml is set.*plain training takes none"):
+        fit(TrainConfig(maml=MAMLSettings(ways=5)))
+    with pytest.raises(ValueError, match=r"TrainConfig.transfer is set"):
+        fit(TrainConfig(transfer={"source": {"dataset": "mnist"}, "target": {"dataset": "svhn"}}))
 
 
 def test_reports_of_a_missing_grid_still_render(tmp_path):
@@ -333,11 +338,11 @@ def test_meta_grid_is_the_papers_maml_setting():
     assert {s.coords["shots"] for s in specs} == {1, 5}
     assert "arelu" in {s.coords["act"] for s in specs} and "pau" in {s.coords["act"] for s in specs}
     for s in specs:
-        extra = s.config.extra
-        assert (extra["ways"], extra["shots"], extra["tasks_per_step"], extra["inner_steps"],
-                extra["iterations"]) == (5, s.coords["shots"], 32, 5, 100)
+        meta = s.config.maml
+        assert (meta.ways, meta.shots, meta.tasks_per_step, meta.inner_steps,
+                meta.iterations) == (5, s.coords["shots"], 32, 5, 100)
         assert s.config.lr == 0.005 and s.fit == "attnact.meta.maml:fit_maml"
-        assert extra["split"] == "samples"  # test tasks come from the test split
+        assert meta.split == "samples"  # test tasks come from the test split
     paper = get_experiment("arelu-meta").grid("paper", 1)
     assert {s.coords["act"] for s in paper} == set(ACTIVATIONS)
     assert {s.config.dataset for s in paper} == {"mnist"}

@@ -142,7 +142,7 @@ def maml_config(data_dir, out_dir=None, **extra):
     settings.update(extra)
     return TrainConfig(
         model="mnist_conv", act="arelu", dataset="mnist", data_dir=str(data_dir), lr=0.01,
-        seed=3, out_dir=None if out_dir is None else str(out_dir), extra=settings,
+        seed=3, out_dir=None if out_dir is None else str(out_dir), maml=settings,
     )
 
 
@@ -367,9 +367,8 @@ def test_fit_maml_writes_a_finished_run_store_directory(easy_mnist, tmp_path):
     assert {"config.yaml", "metrics.csv", "checkpoint.pt", "summary.json"} <= {
         p.name for p in run_dir.iterdir()
     }
-    assert TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())).extra[
-        "ways"
-    ] == 5
+    stored = TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    assert stored.maml.ways == 5 and stored.maml == config.maml
     with (run_dir / "metrics.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == list(METRIC_COLUMNS) and [r["epoch"] for r in rows] == ["2", "4"]
@@ -492,5 +491,48 @@ def test_fit_maml_rejects_unknown_settings(easy_mnist):
         fit_maml(maml_config(easy_mnist, inner_rl=0.1))
     with pytest.raises(ValueError, match="ways=11"):
         fit_maml(maml_config(easy_mnist, ways=11))
-    with pytest.raises(ValueError, match=r"extra\.split"):
+    with pytest.raises(ValueError, match=r"maml\.split"):
         fit_maml(maml_config(easy_mnist, split="tasks"))
+
+
+def test_fit_maml_resumes_a_checkpoint_of_the_previous_version_and_logs_once(
+        easy_mnist, tmp_path, monkeypatch):
+    """A checkpoint whose config holds the settings as ``extra`` (attnact before typed
+    settings) resumes without a changed-config warning; the MLflow logger (its file store, read
+    back with MlflowClient) holds each evaluation once across the two sessions."""
+    pytest.importorskip("mlflow")
+    import warnings
+
+    from mlflow.tracking import MlflowClient
+
+    from attnact.train.checkpoint import save_checkpoint
+    from attnact.train.rundir import RunDirectory
+
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_ALLOW_FILE_STORE"):
+        monkeypatch.delenv(var, raising=False)
+    straight = fit_maml(maml_config(easy_mnist, tmp_path / "a"))
+    first = maml_config(easy_mnist, tmp_path / "b", iterations=2).replace(loggers=["mlflow"],
+                                                                          log_every_steps=1)
+    fit_maml(first)
+    files = RunDirectory(tmp_path / "b")
+    ckpt = load_checkpoint(files.checkpoint_path)
+    old = {k: v for k, v in ckpt["config"].items()
+           if k not in ("loggers", "log_every_steps", "mlflow_tracking_uri", "maml", "transfer")}
+    ckpt["config"] = {**old, "tensorboard": False, "extra": ckpt["config"]["maml"]}
+    save_checkpoint(files.checkpoint_path, ckpt)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        resumed = fit_maml(first.replace(maml={**first.maml.to_dict(), "iterations": 4},
+                                         resume=True))
+    assert not [w for w in seen if "changed config" in str(w.message)]
+    assert resumed["final"]["test_top1"] == straight["final"]["test_top1"]
+    ids = files.read_tracking()["mlflow"]
+    client = MlflowClient(tracking_uri=ids["tracking_uri"])
+    top1 = client.get_metric_history(ids["run_id"], "test/top1")
+    history = load_checkpoint(files.checkpoint_path)["history"]  # evaluations at 2 and 4
+    assert sorted((m.step, m.value) for m in top1) == [(r["epoch"], r["test_top1"])
+                                                       for r in history]
+    assert [r["epoch"] for r in history] == [2, 4]
+    assert sorted(m.step for m in client.get_metric_history(ids["run_id"],
+                                                            "train/step_loss")) == [1, 2, 3, 4]
+    assert client.get_run(ids["run_id"]).data.params["maml.ways"] == "5"

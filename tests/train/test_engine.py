@@ -271,16 +271,10 @@ def test_deterministic_mode_is_restored_after_fit(tmp_path, fakes):
     assert torch.are_deterministic_algorithms_enabled() == before
 
 
-def test_tensorboard_missing_is_a_warning(tmp_path, fakes):
-    pytest.importorskip  # noqa: B018 (documenting: this test assumes tensorboard is absent)
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        with pytest.warns(UserWarning, match="tensorboard"):
-            run(fakes, config(tmp_path, epochs=1, max_steps_per_epoch=1, tensorboard=True))
-    else:
-        run(fakes, config(tmp_path, epochs=1, max_steps_per_epoch=1, tensorboard=True))
-        assert (tmp_path / "run" / "tensorboard").is_dir()
+def test_tensorboard_logger_writes_below_the_run_directory(tmp_path, fakes):
+    pytest.importorskip("tensorboard")  # tests/train/test_loggers.py reads the events back
+    run(fakes, config(tmp_path, epochs=1, max_steps_per_epoch=1, loggers=["tensorboard"]))
+    assert any((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_callbacks_see_every_step(tmp_path, fakes):

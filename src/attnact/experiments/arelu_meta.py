@@ -31,6 +31,7 @@ from attnact.experiments.reporting import (
 from attnact.experiments.results import Results
 from attnact.report.figures import plot_curves
 from attnact.train.config import TrainConfig
+from attnact.train.settings import MAMLSettings
 
 __all__ = ["META", "QUICK_ACTIVATIONS", "QUICK_META", "SHOTS", "meta_spec"]
 
@@ -52,7 +53,8 @@ def meta_spec(preset: str, act: str, shots: int, seed: int) -> RunSpec:
     dataset = "mnist" if preset == "paper" else "fashion_mnist"
     meta = META if preset == "paper" else QUICK_META
     config = TrainConfig(model="mnist_conv", act=act, dataset=dataset, optimizer="adam",
-                         lr=0.005, epochs=1, seed=seed, extra={**meta, "shots": shots})
+                         lr=0.005, epochs=1, seed=seed,
+                         maml=MAMLSettings(**{**meta, "shots": shots}))
     return RunSpec(
         key=run_key(dataset, "maml", f"{META['ways']}way{shots}shot", act, f"seed{seed}"),
         coords={"dataset": dataset, "shots": shots, "act": act, "seed": seed},

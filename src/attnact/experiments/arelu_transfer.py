@@ -52,6 +52,7 @@ from attnact.fileio import atomic_write_json
 from attnact.report.figures import plot_curves
 from attnact.train.config import TrainConfig
 from attnact.train.rundir import RunDirectory
+from attnact.train.settings import DOMAIN_STYLES, TransferDomain, TransferSettings
 
 __all__ = [
     "ACTIVATIONS",
@@ -113,31 +114,28 @@ def render_svhn_style(images: torch.Tensor, seed: int = 0, noise: float = 16.0) 
 class Domain:
     """One side of the transfer: a dataset's images in the network's 3×32×32 format.
 
-    ``spec`` (from ``TrainConfig.extra``): ``dataset``, ``style`` (``"rgb32"``: pad and repeat;
-    ``"svhn"``: :func:`render_svhn_style`), ``train_offset``/``limit_train`` (a slice of the
-    training split), ``limit_test``.
+    ``spec`` (a side of ``TrainConfig.transfer``, or its mapping): ``dataset``, ``style``
+    (``"rgb32"``: pad and repeat; ``"svhn"``: :func:`render_svhn_style`),
+    ``train_offset``/``limit_train`` (a slice of the training split), ``limit_test``.
     """
 
-    STYLES = ("rgb32", "svhn")
+    STYLES = DOMAIN_STYLES
 
-    def __init__(self, spec: Mapping[str, Any], data_dir: str | None = None) -> None:
+    def __init__(
+        self, spec: TransferDomain | Mapping[str, Any], data_dir: str | None = None
+    ) -> None:
         from attnact.data import load_arrays
 
-        unknown = set(spec) - {"dataset", "style", "train_offset", "limit_train", "limit_test"}
-        if unknown or "dataset" not in spec:
-            raise ValueError(f"a transfer domain needs 'dataset' and may set style, "
-                             f"train_offset, limit_train, limit_test; got {dict(spec)}")
-        style = spec.get("style", "rgb32")
-        if style not in self.STYLES:
-            raise ValueError(f"domain style must be one of {self.STYLES}, got {style!r}")
-        self.name = f"{spec['dataset']}" + ("" if style == "rgb32" else f" ({style} style)")
-        x_train, y_train = load_arrays(spec["dataset"], "train", data_dir)
-        x_test, y_test = load_arrays(spec["dataset"], "test", data_dir)
-        start = int(spec.get("train_offset", 0))
-        stop = start + int(spec["limit_train"]) if spec.get("limit_train") else None
+        spec = TransferDomain.from_dict(spec, "domain")
+        style = spec.style
+        self.name = f"{spec.dataset}" + ("" if style == "rgb32" else f" ({style} style)")
+        x_train, y_train = load_arrays(spec.dataset, "train", data_dir)
+        x_test, y_test = load_arrays(spec.dataset, "test", data_dir)
+        start = spec.train_offset
+        stop = start + spec.limit_train if spec.limit_train else None
         x_train, y_train = x_train[start:stop], y_train[start:stop]
-        if spec.get("limit_test"):
-            x_test, y_test = x_test[: spec["limit_test"]], y_test[: spec["limit_test"]]
+        if spec.limit_test:
+            x_test, y_test = x_test[: spec.limit_test], y_test[: spec.limit_test]
         if len(x_train) == 0:
             raise ValueError(f"transfer domain {self.name}: no training images at offset "
                              f"{start}")
@@ -176,36 +174,34 @@ def fit_transfer(config: TrainConfig) -> dict[str, Any]:
     """Run Table 2's phases for one activation and seed (run-store fit function).
 
     ``config`` is the fine-tuning recipe (optimizer, lr, batch, seed, model, act); its
-    ``extra`` holds ``source`` and ``target`` (:class:`Domain` specs), ``pretrain_epochs``,
-    ``pretrain_lr`` and ``finetune_epochs``. Each phase is an engine run in a sub-directory
-    (``pretrain/``, ``finetune/``, ``scratch/``), so an interrupted run resumes phase by phase;
-    ``summary.json`` (with a ``transfer`` entry: one accuracy per Table 2 row) and the
-    fine-tuning run's ``metrics.csv`` are written last.
+    ``transfer`` (:class:`~attnact.train.settings.TransferSettings`) holds the ``source`` and
+    ``target`` domains, ``pretrain_epochs``, ``pretrain_lr`` and ``finetune_epochs``. Each
+    phase is an engine run in a sub-directory (``pretrain/``, ``finetune/``, ``scratch/``), so
+    an interrupted run resumes phase by phase; ``summary.json`` (with a ``transfer`` entry: one
+    accuracy per Table 2 row) and the fine-tuning run's ``metrics.csv`` are written last.
     """
     from attnact.train.engine import METRIC_COLUMNS, evaluate, fit
 
-    extra = dict(config.extra)
-    allowed = {"source", "target", "pretrain_epochs", "pretrain_lr", "finetune_epochs"}
-    if set(extra) - allowed or not {"source", "target"} <= set(extra):
-        raise ValueError(f"fit_transfer: TrainConfig.extra needs source and target and may set "
-                         f"{', '.join(sorted(allowed - {'source', 'target'}))}; got "
-                         f"{sorted(extra)}")
+    settings = config.transfer
+    if settings is None:
+        raise ValueError("fit_transfer: TrainConfig.transfer must give the source and target "
+                         "domains (TransferSettings, or a mapping with source, target and "
+                         "optionally pretrain_epochs, pretrain_lr, finetune_epochs)")
     out = Path(config.out_dir) if config.out_dir is not None else None
-    source = Domain(extra["source"], config.data_dir)
-    target = Domain(extra["target"], config.data_dir)
+    source = Domain(settings.source, config.data_dir)
+    target = Domain(settings.target, config.data_dir)
     if source.num_classes != target.num_classes:
         raise ValueError(f"source {source.name} has {source.num_classes} classes, target "
                          f"{target.name} {target.num_classes}: the classifier is shared")
-    finetune_epochs = int(extra.get("finetune_epochs", 20))
-    base = config.replace(extra={}, resume=True)
+    finetune_epochs = settings.finetune_epochs
+    base = config.replace(transfer=None, resume=True)
 
     def phase(name: str, model: torch.nn.Module, domain: Domain, **changes: Any) -> Any:
         run = base.replace(out_dir=str(out / name) if out else None, **changes)
         return fit(run, model=model, loaders=domain.loaders(run.batch_size, run.seed))
 
     pre = phase("pretrain", _model(config, source.num_classes), source,
-                epochs=int(extra.get("pretrain_epochs", 20)),
-                lr=float(extra.get("pretrain_lr", 0.01)))
+                epochs=settings.pretrain_epochs, lr=settings.pretrain_lr)
     _, target_test = target.loaders(config.batch_size, config.seed)
     no_finetune = evaluate(pre.model, target_test)["top1"]
     tuned_model = _model(config, source.num_classes)
@@ -236,12 +232,12 @@ def fit_transfer(config: TrainConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the experiment
-def _describe(domain: Mapping[str, Any]) -> str:
-    text = f"{domain['dataset']} in {domain.get('style', 'rgb32')} style"
-    if domain.get("limit_train"):
-        start = int(domain.get("train_offset", 0))
-        text += f" (training images {start}-{start + int(domain['limit_train']) - 1}"
-        text += f", first {domain['limit_test']} test images)" if domain.get("limit_test") else ")"
+def _describe(domain: TransferDomain) -> str:
+    text = f"{domain.dataset} in {domain.style} style"
+    if domain.limit_train:
+        start = domain.train_offset
+        text += f" (training images {start}-{start + domain.limit_train - 1}"
+        text += f", first {domain.limit_test} test images)" if domain.limit_test else ")"
     return text
 
 
@@ -261,23 +257,23 @@ class AReLUTransfer(Experiment):
     activations: ClassVar[tuple[str, ...]] = ACTIVATIONS
 
     @staticmethod
-    def extra(preset: str) -> dict[str, Any]:
+    def transfer(preset: str) -> TransferSettings:
+        """The preset's domains and phases."""
         if preset == "paper":
-            return {"source": {"dataset": "mnist", "style": "rgb32"},
-                    "target": {"dataset": "svhn", "style": "rgb32"},
-                    "pretrain_epochs": 20, "pretrain_lr": 0.01, "finetune_epochs": 20}
-        return {"source": {"dataset": "fashion_mnist", "style": "rgb32", "limit_train": 6000,
-                           "limit_test": 2000},
-                "target": {"dataset": "fashion_mnist", "style": "svhn", "train_offset": 30000,
-                           "limit_train": 4000, "limit_test": 2000},
-                "pretrain_epochs": 5, "pretrain_lr": 0.01, "finetune_epochs": 20}
+            return TransferSettings(source=TransferDomain("mnist"), target=TransferDomain("svhn"),
+                                    pretrain_epochs=20, pretrain_lr=0.01, finetune_epochs=20)
+        return TransferSettings(
+            source=TransferDomain("fashion_mnist", limit_train=6000, limit_test=2000),
+            target=TransferDomain("fashion_mnist", style="svhn", train_offset=30000,
+                                  limit_train=4000, limit_test=2000),
+            pretrain_epochs=5, pretrain_lr=0.01, finetune_epochs=20)
 
     def spec(self, preset: str, act: str, seed: int) -> RunSpec:
-        extra = self.extra(preset)
+        transfer = self.transfer(preset)
         config = TrainConfig(
-            model="mnist_conv", act=act, dataset=extra["target"]["dataset"], optimizer="sgd",
+            model="mnist_conv", act=act, dataset=transfer.target.dataset, optimizer="sgd",
             lr=1e-5, momentum=0.9, batch_size=128 if preset == "paper" else 64,
-            epochs=extra["finetune_epochs"], seed=seed, extra=extra,
+            epochs=transfer.finetune_epochs, seed=seed, transfer=transfer,
         )
         tag = "mnist2svhn" if preset == "paper" else "fmnist2svhnstyle"
         return RunSpec(key=run_key(tag, "mnistconv", act, f"seed{seed}"),
@@ -290,17 +286,17 @@ class AReLUTransfer(Experiment):
                 for act in self.activations]
 
     def required_datasets(self, specs: Sequence[RunSpec]) -> list[str]:
-        return sorted({s.config.extra[side]["dataset"] for s in specs
-                       for side in ("source", "target")})
+        return sorted({getattr(s.config.transfer, side).dataset for s in specs
+                       if s.config.transfer is not None for side in ("source", "target")})
 
     def settings(self, preset: str) -> str:
-        extra = self.extra(preset)
+        transfer = self.transfer(preset)
         config = self.spec(preset, "relu", 0).config
         return (
-            f"MNIST-Conv (3 input channels, 32×32). Source: {_describe(extra['source'])}, "
-            f"pretrained {extra['pretrain_epochs']} epochs with SGD lr "
-            f"{extra['pretrain_lr']:g}; target: {_describe(extra['target'])}. Fine-tuning and "
-            f"training from scratch: {extra['finetune_epochs']} epochs, SGD lr 1e-5 (momentum "
+            f"MNIST-Conv (3 input channels, 32×32). Source: {_describe(transfer.source)}, "
+            f"pretrained {transfer.pretrain_epochs} epochs with SGD lr "
+            f"{transfer.pretrain_lr:g}; target: {_describe(transfer.target)}. Fine-tuning and "
+            f"training from scratch: {transfer.finetune_epochs} epochs, SGD lr 1e-5 (momentum "
             f"0.9), batch {config.batch_size}, constant. Activations: "
             f"{', '.join(label(a) for a in self.activations)}."
         )

@@ -27,6 +27,7 @@ from attnact.experiments.keys import filter_specs
 from attnact.experiments.reproduction import reproduce
 from attnact.experiments.runners import BACKENDS
 from attnact.experiments.store import RunStore
+from attnact.train.config import LOGGERS
 
 __all__ = ["add_reproduce_subparser", "run_reproduce"]
 
@@ -75,6 +76,9 @@ def add_reproduce_subparser(
     p.add_argument("--claims", action="store_true",
                    help="write CLAIMS.md (the papers' claims and their verdicts) from the "
                         "stored reports in --out (default reports) and exit")
+    p.add_argument("--logger", dest="loggers", metavar="NAMES",
+                   help=f"tracking backends of the runs trained, comma-separated: "
+                        f"{', '.join(LOGGERS)} or none (default)")
     p.add_argument("--quiet", action="store_true", help="fewer messages, no progress bars")
     p.set_defaults(func=run_reproduce)
     return p
@@ -154,6 +158,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         command=command,
         log=(lambda _m: None) if args.quiet else None,
         retrain_other_code=args.retrain_other_code,
+        loggers=args.loggers,
     )
     if result.results is None:  # a torchrun rank other than 0
         return 0

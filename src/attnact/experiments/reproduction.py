@@ -9,6 +9,7 @@ imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +65,7 @@ def reproduce(
     command: str | None = None,
     log: Callable[[str], None] | None = None,
     retrain_other_code: bool = False,
+    loggers: Sequence[str] | str | None = None,
 ) -> ReproduceResult:
     """Train an experiment's grid (skipping finished runs) and write its report.
 
@@ -81,6 +83,8 @@ def reproduce(
         retrain_other_code: finished runs made (in any session) by other code than this
             process's, or carrying no provenance, are set aside (``RunStore.set_aside``: moved,
             not deleted) and trained anew, so the report holds this code's runs only.
+        loggers: tracking backends for the runs trained now (``TrainConfig.loggers``: a
+            run-local setting, so finished runs and the store's config checks are unaffected).
     """
     if not isinstance(experiment, (str, Experiment)):
         raise ValueError(f"experiment must be a registered name or an Experiment, got "
@@ -94,6 +98,8 @@ def reproduce(
     check_directory_argument("out", out)
     check_directory_argument("runs", runs)
     specs = filter_specs(exp.grid(preset, seeds), where)
+    if loggers:
+        specs = [dataclasses.replace(s, config=s.config.replace(loggers=loggers)) for s in specs]
     out_dir = Path(out) if out is not None else Path("reports") / exp.name / preset
     store = RunStore(runs if runs is not None else Path("runs") / "reproduce" / preset)
     if command is None:

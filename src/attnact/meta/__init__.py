@@ -2,10 +2,10 @@
 
 Quick use::
 
-    from attnact.meta import fit_maml
+    from attnact.meta import MAMLSettings, fit_maml
     from attnact.train.config import TrainConfig
     fit_maml(TrainConfig(model="mnist_conv", act="arelu", dataset="mnist", lr=0.005,
-                         extra={"ways": 5, "shots": 1}, out_dir="runs/maml-arelu"))
+                         maml=MAMLSettings(ways=5, shots=1), out_dir="runs/maml-arelu"))
 
 A run store trains it with ``fit="attnact.meta:fit_maml"``.
 """

@@ -22,7 +22,7 @@ in place (BatchNorm in training mode), and ``"auto"`` falls back to the loop for
 
 The paper's protocol (Sec. 4.5): MNIST-Conv, 5 fast-adaptation steps, 32 tasks per meta step,
 100 iterations, learning rate 0.005, 5-way 1-shot and 5-way 5-shot, final test accuracy.
-:func:`fit_maml` runs it from a :class:`~attnact.train.config.TrainConfig` whose ``extra`` holds
+:func:`fit_maml` runs it from a :class:`~attnact.train.config.TrainConfig` whose ``maml`` holds
 the meta-learning settings (:class:`MAMLSettings`) and writes a run directory the experiment
 framework's :class:`~attnact.experiments.framework.RunStore` understands.
 """
@@ -35,7 +35,6 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -44,20 +43,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from attnact._checks import (
-    check_choice,
-    check_int,
-    check_known_keys,
-    check_positive_int,
-    check_positive_number,
-)
+from attnact._checks import check_choice, check_int, check_positive_int
 from attnact.meta.tasks import TaskBatch, TaskSampler
 from attnact.train.checkpoint import (
     capture_rng_state,
     restore_rng_state,
 )
-from attnact.train.config import TrainConfig
+from attnact.train.config import TrainConfig, migrate_config_dict
 from attnact.train.rundir import RunDirectory
+from attnact.train.settings import BATCHING, MAMLSettings
 
 __all__ = [
     "BATCHING",
@@ -75,7 +69,6 @@ __all__ = [
 logger = logging.getLogger("attnact.meta")
 
 Params = dict[str, torch.Tensor]
-BATCHING = ("auto", "vmap", "loop")
 CHECKPOINT_FORMAT = "maml-1"
 #: Columns of a MAML run's metrics.csv, one row per evaluation. ``epoch`` is the number of meta
 #: iterations done; ``train_loss``/``train_acc``: mean query loss / accuracy (%) of the last meta
@@ -342,98 +335,19 @@ def evaluate_tasks(
 
 
 # ====================================================================== run-store fit function
-@dataclass(frozen=True)
-class MAMLSettings:
-    """The meta-learning settings :func:`fit_maml` reads from ``TrainConfig.extra``.
-
-    Attributes:
-        ways, shots: N-way K-shot tasks (paper: 5-way, 1 and 5 shots).
-        queries: query images per class and task. The paper does not say (the authors' script
-            uses as many queries as shots and reports the meta-training query accuracy); 15 is
-            the usual few-shot protocol (Finn et al. used 15 for miniImageNet) and makes the
-            held-out accuracy less noisy.
-        tasks_per_step: tasks per meta update (paper: 32).
-        inner_steps: SGD steps of adaptation, in meta-training and at test time (paper: 5).
-        inner_lr: their learning rate α. The paper gives one learning rate, 0.005; the authors'
-            script (densechen/AReLU, meta_mnist.py, run with its defaults) uses it for both the
-            inner SGD steps and the outer Adam, so α defaults to 0.005 and the meta learning
-            rate is ``TrainConfig.lr``. Larger α is not safe for every unit: with 5 steps,
-            Fashion-MNIST 5-way 1-shot and MNIST-Conv, AReLU (whose positive slope 1 + σ(β)
-            ≈ 1.88 compounds over the three layers) diverged in meta-training at α = 0.05 and
-            0.1 (ReLU trained) and already in the first inner steps at α = 0.2 and 0.4 (Finn et
-            al.'s Omniglot value); α = 0.005 and 0.02 trained both.
-        iterations: meta updates (paper: 100). ``TrainConfig.epochs`` is not used.
-        eval_every: evaluate (and checkpoint) every this many iterations and after the last.
-        test_tasks: tasks of each evaluation; the same tasks every time (a generator seeded from
-            ``TrainConfig.seed`` alone), so every activation of a seed meets the same tasks.
-        split: ``"samples"``: meta-train on tasks from the training split, test on tasks from the
-            test split (same classes, images never seen in meta-training); ``"classes"``:
-            meta-train on ``train_classes`` of the training split, test on the disjoint
-            ``test_classes`` of the test split (default: the first and the second half of the
-            classes).
-        train_classes, test_classes: restrict the pools to these classes (both modes).
-        first_order: first-order MAML (default: second order, as the paper's framework).
-        batching: tasks at once with vmap, one by one, or ``"auto"`` (vmap if possible).
-    """
-
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15
-    tasks_per_step: int = 32
-    inner_steps: int = 5
-    inner_lr: float = 0.005
-    iterations: int = 100
-    eval_every: int = 10
-    test_tasks: int = 200
-    split: str = "samples"
-    train_classes: list[int] | None = None
-    test_classes: list[int] | None = None
-    first_order: bool = False
-    batching: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("ways", "shots", "queries", "tasks_per_step", "iterations", "eval_every",
-                     "test_tasks"):
-            check_positive_int(f"extra.{name}", getattr(self, name))
-        check_int("extra.inner_steps", self.inner_steps, 0)
-        check_positive_number("extra.inner_lr", self.inner_lr)
-        object.__setattr__(self, "inner_lr", float(self.inner_lr))
-        check_choice("extra.split", self.split, ("samples", "classes"))
-        check_choice("extra.batching", self.batching, BATCHING)
-        if not isinstance(self.first_order, bool):
-            raise ValueError(f"extra.first_order must be true or false, got {self.first_order!r}")
-        for name in ("train_classes", "test_classes"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, (list, tuple)) or not all(
-                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value
-            ):
-                raise ValueError(f"extra.{name} must be a list of class indices, got {value!r}")
-            object.__setattr__(self, name, [int(c) for c in value])
-        if self.split == "classes" and self.train_classes and self.test_classes:
-            common = sorted(set(self.train_classes) & set(self.test_classes))
-            if common:
-                raise ValueError(
-                    f"split 'classes' needs disjoint train_classes and test_classes; both hold "
-                    f"{common}"
-                )
-
-    @classmethod
-    def from_extra(cls, extra: Mapping[str, Any]) -> MAMLSettings:
-        """Settings from ``TrainConfig.extra``; unknown keys raise (with a suggestion)."""
-        check_known_keys(extra, [f.name for f in fields(cls)], what="MAML setting in extra:")
-        return cls(**dict(extra))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 # Settings that may change between a run and its resumption (more iterations, say).
-_RESUME_QUIET = {"resume", "progress", "tensorboard", "out_dir", "data_dir", "device"}
+_RESUME_QUIET = {"resume", "progress", "loggers", "log_every_steps", "mlflow_tracking_uri",
+                 "out_dir", "data_dir", "device"}
 _RESUME_QUIET_META = {"iterations"}
 # What the checkpoint holds: a resumed run cannot change it.
 _RESUME_FIXED = ("model", "act", "act_kwargs", "model_kwargs")
+
+
+def _settings(value: MAMLSettings | Mapping[str, Any] | None) -> MAMLSettings:
+    """A config's MAML settings (None: the defaults; a mapping: a checkpoint's)."""
+    if value is None:
+        return MAMLSettings()
+    return value if isinstance(value, MAMLSettings) else MAMLSettings.from_dict(value)
 
 
 def _stream(seed: int, stream: int) -> torch.Generator:
@@ -477,7 +391,7 @@ def _pools(
     for name, cls in (("train_classes", train_classes), ("test_classes", test_classes)):
         bad = [c for c in cls if not 0 <= c < info.num_classes]
         if bad:
-            raise ValueError(f"extra.{name}: {bad} are not classes of {info.name} "
+            raise ValueError(f"maml.{name}: {bad} are not classes of {info.name} "
                              f"(0..{info.num_classes - 1})")
     # Only classes with images in the (possibly limited) pool take part.
     present_train = set(torch.unique(train_y).tolist())
@@ -530,22 +444,23 @@ def _checkpoint_to_resume(
     ckpt = files.load_checkpoint()
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a MAML checkpoint (format {ckpt.get('format')!r})")
-    old, new = ckpt["config"], config.to_dict()
-    old_meta = MAMLSettings.from_extra(old.get("extra", {})).to_dict()
-    new_meta = MAMLSettings.from_extra(new["extra"]).to_dict()
+    # a checkpoint of an older version holds the settings as ``extra``
+    old, new = migrate_config_dict(ckpt["config"]), config.to_dict()
+    old_meta = _settings(old.get("maml")).to_dict()
+    new_meta = _settings(config.maml).to_dict()
     fixed = [k for k in _RESUME_FIXED if old.get(k) != new[k]]
     if old_meta["ways"] != new_meta["ways"]:
-        fixed.append("extra.ways")
+        fixed.append("maml.ways")
     if fixed:
         raise ValueError(
             f"cannot resume {path} with a different {', '.join(fixed)}: the checkpoint holds "
             f"that model; start a new run in another out_dir"
         )
     changed = sorted(
-        k for k in new if k not in _RESUME_QUIET | {"extra"} and old.get(k, new[k]) != new[k]
+        k for k in new if k not in _RESUME_QUIET | {"maml"} and old.get(k, new[k]) != new[k]
     )
     changed += sorted(
-        f"extra.{k}" for k in new_meta if k not in _RESUME_QUIET_META and old_meta[k] != new_meta[k]
+        f"maml.{k}" for k in new_meta if k not in _RESUME_QUIET_META and old_meta[k] != new_meta[k]
     )
     if changed:
         warnings.warn(
@@ -559,7 +474,8 @@ def _checkpoint_to_resume(
 def fit_maml(config: TrainConfig) -> dict[str, Any]:
     """Meta-train ``config.model`` with MAML and evaluate it on held-out few-shot tasks.
 
-    Reads the meta-learning settings from ``config.extra`` (see :class:`MAMLSettings`) and from
+    Reads the meta-learning settings from ``config.maml`` (see :class:`MAMLSettings`; None:
+    the defaults) and from
     the config: model, act, act_kwargs, model_kwargs, dataset, data_dir, pad_to, limit_train /
     limit_test (restrict the image pools to the first N images of each split), lr (the meta
     learning rate of Adam; paper: 0.005), weight_decay (Adam's), seed, device, out_dir, resume.
@@ -569,13 +485,22 @@ def fit_maml(config: TrainConfig) -> dict[str, Any]:
     ``metrics.csv`` (:data:`METRIC_COLUMNS`, one row per evaluation); ``checkpoint.pt``
     (meta-parameters, Adam state, iteration, task generator and RNG states, history) after each
     evaluation; ``summary.json`` (status ``running`` … ``finished``). ``resume=True`` continues
-    from the checkpoint and ends exactly as an uninterrupted run would.
+    from the checkpoint and ends exactly as an uninterrupted run would. ``loggers``
+    (:mod:`attnact.train.loggers`) get the hyperparameters, every ``log_every_steps``
+    iterations ``train/step_loss`` and ``train/step_acc``, and every evaluation's metrics, at
+    the iteration as the step.
 
     Returns:
         The summary (also ``summary.json``): status, model, act, dataset, epochs (= iterations),
         epochs_completed, final and best metrics rows, params, wall_time_s, config, meta.
     """
-    meta = MAMLSettings.from_extra(config.extra)
+    if config.transfer is not None:
+        raise ValueError("fit_maml: TrainConfig.transfer is set; transfer learning is "
+                         "attnact.experiments.arelu_transfer:fit_transfer")
+    meta = _settings(config.maml)
+    if config.loggers and config.out_dir is None:
+        raise ValueError(f"TrainConfig.loggers={config.loggers} need a run directory (out_dir): "
+                         "the loggers write below it")
     files = RunDirectory(config.out_dir) if config.out_dir is not None else None
     with files.writing() if files is not None else contextlib.nullcontext():
         return _fit_maml(config, meta, files)
@@ -661,7 +586,17 @@ def _fit_maml(
             # iteration left would otherwise finish the run with its last row missing.
             files.write_metrics(history, METRIC_COLUMNS)
     summary("running")
+    tracker = None
+    pending: list[tuple[int, dict[str, float]]] = []  # per-iteration scalars since the checkpoint
+    status = "failed"
     try:
+        if config.loggers and files is not None:
+            from attnact.train.loggers import hyperparameters, open_loggers
+
+            tracker = open_loggers(config.loggers, files, resume_step=start,
+                                   mlflow_tracking_uri=config.mlflow_tracking_uri)
+            tracker.log_hyperparams(hyperparameters(config.to_dict(), provenance[-1],
+                                                    **{"run.params": n_params}))
         t_row = time.perf_counter()
         last: dict[str, Any] = {}
         for it in range(start, meta.iterations):
@@ -674,6 +609,9 @@ def _fit_maml(
             )
             batching = last["batching"]
             done = it + 1
+            if tracker is not None and done % config.log_every_steps == 0:
+                pending.append((done, {"train/step_loss": last["loss"],
+                                       "train/step_acc": last["acc"]}))
             if done % meta.eval_every and done != meta.iterations:
                 continue
             model.eval()
@@ -712,18 +650,33 @@ def _fit_maml(
                     },
                 )
                 files.write_metrics(history, METRIC_COLUMNS)
+            if tracker is not None:  # after the checkpoint: a resume logs no iteration twice
+                for step, metrics in pending:
+                    tracker.log_metrics(metrics, step)
+                pending.clear()
+                tracker.log_metrics({
+                    "iteration": done, "train/loss": row["train_loss"],
+                    "train/acc": row["train_acc"], "test/loss": row["test_loss"],
+                    "test/top1": row["test_top1"], "test/top1_ci": row["test_top1_ci"],
+                    "time/interval_s": row["epoch_time_s"]}, done)
             logger.info(
                 "iteration %d/%d  train loss %.4f acc %.2f%%  |  test acc %.2f%% ± %.2f  |  %.1f s",
                 done, meta.iterations, row["train_loss"], row["train_acc"], row["test_top1"],
                 row["test_top1_ci"], row["epoch_time_s"],
             )
+        status = "finished"
     except FloatingPointError as err:
+        status = "diverged"
         summary("diverged", err)
         raise
     except KeyboardInterrupt as err:
+        status = "interrupted"
         summary("interrupted", err)
         raise
     except Exception as err:
         summary("failed", err)
         raise
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
     return summary("finished")

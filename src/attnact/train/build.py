@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnact.train.config import TrainConfig
+from attnact.train.config import TrainConfig, check_plain_training
 
 __all__ = [
     "DataShape",
@@ -206,11 +206,8 @@ def preflight(
     """
     distinct: dict[str, TrainConfig] = {}
     for config in configs:
-        if config.extra:  # the plain engine refuses them too, but only once training starts
-            raise ValueError(
-                f"TrainConfig.extra={config.extra!r} is read by the fit function of another "
-                "procedure (meta-learning, transfer); plain training takes none"
-            )
+        # the plain engine refuses them too, but only once training starts
+        check_plain_training(config, "preflight")
         key = repr([getattr(config, f) for f in _MODEL_FIELDS])
         distinct.setdefault(key, config)
     batches: dict[str, tuple[torch.Tensor, Any]] = {}

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from attnact.train.config import TrainConfig, list_presets
+from attnact.train.config import LOGGERS, TrainConfig, list_presets
 
 __all__ = [
     "add_config_arguments",
@@ -115,7 +115,16 @@ def add_config_arguments(
         default=None,
         help="deterministic kernels (bit-exact resume)",
     )
-    p.add_argument("--tensorboard", action="store_true", default=None, help="TensorBoard logs")
+    p.add_argument(
+        "--logger",
+        dest="loggers",
+        metavar="NAMES",
+        help=f"tracking backends, comma-separated: {', '.join(LOGGERS)} or none (default); "
+             "they write below each run directory (W&B offline unless WANDB_MODE is set; MLflow "
+             "at mlflow_tracking_uri=URI if given)",
+    )
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="the same as --logger tensorboard (added to --logger's list)")
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no bars"
     )
@@ -150,10 +159,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, f"flag_{dest}", None)
         if value is not None:
             data[dest] = value
-    for dest in ("out_dir", "resume", "deterministic", "tensorboard", "progress"):
+    for dest in ("out_dir", "resume", "deterministic", "progress"):
         value = getattr(args, dest, None)
         if value is not None:
             data[dest] = value
+    loggers = getattr(args, "loggers", None)
+    if loggers is not None:
+        data["loggers"] = loggers  # "tensorboard,wandb" or "none": TrainConfig parses the list
+    if getattr(args, "tensorboard", None):
+        data["tensorboard"] = True  # the old flag: TrainConfig adds tensorboard to the loggers
     # Overrides join before the config is built: only the final combination is validated.
     config = TrainConfig.from_dict(data, [*args.sets, *args.overrides])
     if hasattr(args, "out_dir") and config.out_dir is None:  # train's own run directory

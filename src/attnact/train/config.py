@@ -27,15 +27,19 @@ from typing import Any
 
 from attnact._checks import check_known_keys
 from attnact.train.checkpoint import atomic_write_text
+from attnact.train.settings import MAMLSettings, TransferSettings, settings_from_extra
 
 __all__ = [
+    "LOGGERS",
     "OPTIMIZERS",
     "PRESETS",
     "RUN_LOCAL_FIELDS",
     "SCHEDULES",
     "TrainConfig",
+    "check_plain_training",
     "config_identity",
     "list_presets",
+    "migrate_config_dict",
 ]
 
 OPTIMIZERS = ("sgd", "nag", "adam")
@@ -44,6 +48,8 @@ DEVICES = ("auto", "cpu", "cuda")
 # attnact.data.loader.AUGMENTATIONS plus the image folders' "imagenet" (make_loaders says which
 # fits which dataset); named here so a typo fails when the config is made, not at the first epoch
 AUGMENTS = ("none", "crop", "flip", "cifar", "imagenet")
+#: Tracking backends of attnact.train.loggers (``loggers``; "none" on the command line: no list)
+LOGGERS = ("tensorboard", "wandb", "mlflow")
 
 
 @dataclass
@@ -60,6 +66,18 @@ class TrainConfig:
     to 0 over the epochs after the warm-up).
 
     ``out_dir=None`` trains without writing anything (no run directory, no resume).
+
+    Tracking (:mod:`attnact.train.loggers`): ``loggers`` names the backends (of
+    :data:`LOGGERS`; a comma-separated string is accepted), which write below the run
+    directory; per-step scalars every ``log_every_steps`` steps. MLflow uses
+    ``mlflow_tracking_uri`` if given, else ``$MLFLOW_TRACKING_URI``, else a file store in the
+    run directory.
+
+    Procedures beyond plain training read their typed settings: ``maml``
+    (:class:`~attnact.train.settings.MAMLSettings`, :func:`attnact.meta.maml.fit_maml`) and
+    ``transfer`` (:class:`~attnact.train.settings.TransferSettings`,
+    ``attnact.experiments.arelu_transfer.fit_transfer``); at most one is set, and the plain
+    engine takes neither.
 
     Examples:
         The ATAC paper's CIFAR recipe (Sec. IV-A: NAG, lr 0.2, 400 epochs, lr × 0.1 at epochs 300
@@ -126,13 +144,20 @@ class TrainConfig:
     # run directory and reporting
     out_dir: str | None = None
     resume: bool = False
-    tensorboard: bool = False
     progress: bool = True
+    # tracking backends (attnact.train.loggers); none by default
+    loggers: list[str] = field(default_factory=list)
+    log_every_steps: int = 10
+    mlflow_tracking_uri: str | None = None
     # settings of a procedure beyond plain supervised training, read by that procedure's fit
-    # function (MAML's ways and shots, transfer learning's phases); the plain engine takes none
-    extra: dict[str, Any] = field(default_factory=dict)
+    # function; the plain engine takes none
+    maml: MAMLSettings | None = None
+    transfer: TransferSettings | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.loggers, str):  # "tensorboard,wandb" from a command line or YAML
+            self.loggers = [n.strip() for n in self.loggers.split(",")
+                            if n.strip() and n.strip() != "none"]
         hints = _type_hints()
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
@@ -213,7 +238,19 @@ class TrainConfig:
         if self.out_dir is not None and not self.out_dir.strip():
             raise ValueError("TrainConfig.out_dir must name a directory (got an empty string); "
                              "leave it unset (None) to train without writing a run directory")
-        for name in ("act_kwargs", "model_kwargs", "extra"):
+        bad = [n for n in self.loggers if n not in LOGGERS]
+        if bad:
+            raise ValueError(f"TrainConfig.loggers: unknown logger(s) {', '.join(map(repr, bad))}; "
+                             f"allowed: {', '.join(LOGGERS)} (or none)")
+        self.loggers = list(dict.fromkeys(self.loggers))  # each backend once, in order given
+        _positive("log_every_steps", self.log_every_steps)
+        if self.mlflow_tracking_uri is not None and not self.mlflow_tracking_uri.strip():
+            raise ValueError("TrainConfig.mlflow_tracking_uri must be a URI (got an empty "
+                             "string); leave it unset (None) for a store in the run directory")
+        if self.maml is not None and self.transfer is not None:
+            raise ValueError("TrainConfig.maml and TrainConfig.transfer exclude each other: a "
+                             "run is either meta-learning or transfer learning")
+        for name in ("act_kwargs", "model_kwargs"):
             keys = [k for k in getattr(self, name) if not isinstance(k, str) or not k]
             if keys:
                 raise ValueError(f"TrainConfig.{name} keys must be non-empty names, got {keys}")
@@ -227,7 +264,7 @@ class TrainConfig:
         the config is built and validated: only the final combination has to be consistent
         (``--epochs 3 warmup_epochs=0`` on a preset with five warm-up epochs).
         """
-        data = dict(data)
+        data = migrate_config_dict(data)
         preset = data.pop("preset", None)
         _check_keys(data)
         overrides = list(overrides)
@@ -303,8 +340,42 @@ class TrainConfig:
 
 #: Fields that say where and how a run is executed, not what it computes.
 RUN_LOCAL_FIELDS = frozenset(
-    {"out_dir", "resume", "progress", "tensorboard", "num_workers", "data_dir", "device"}
+    {"out_dir", "resume", "progress", "loggers", "log_every_steps", "mlflow_tracking_uri",
+     "num_workers", "data_dir", "device"}
 )
+# typed blocks of settings: a dataclass each, a mapping in YAML
+_SETTINGS_FIELDS: dict[str, Any] = {"maml": MAMLSettings, "transfer": TransferSettings}
+
+
+def migrate_config_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping as written by any attnact version, in today's fields.
+
+    Older configs (config.yaml, checkpoints, summaries) held a procedure's settings in an
+    untyped ``extra`` mapping (now ``maml`` or ``transfer``, :func:`settings_from_extra`) and
+    TensorBoard as ``tensorboard: true`` (now ``loggers: [tensorboard]``). Mappings already in
+    today's form come back as a copy.
+    """
+    data = dict(data)
+    if "extra" in data:
+        extra = data.pop("extra")
+        found = settings_from_extra(extra if extra is not None else {})
+        if found is not None:
+            name, settings = found
+            if data.get(name) is not None:
+                raise ValueError(f"a config sets both extra (the old form) and {name}: keep "
+                                 f"{name} only")
+            data[name] = settings.to_dict()  # plain data, as the rest of the mapping
+    if "tensorboard" in data:
+        on = data.pop("tensorboard")
+        if not isinstance(on, bool):
+            raise ValueError(f"TrainConfig.tensorboard (the old form of loggers): expected "
+                             f"true or false, got {on!r}")
+        if on:
+            loggers = data.get("loggers") or []
+            loggers = [n.strip() for n in loggers.split(",")] if isinstance(
+                loggers, str) else list(loggers)
+            data["loggers"] = [*loggers, *([] if "tensorboard" in loggers else ["tensorboard"])]
+    return data
 
 
 def config_identity(config: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -312,6 +383,16 @@ def config_identity(config: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
     return {k: v for k, v in config.to_dict().items() if k not in RUN_LOCAL_FIELDS}
+
+
+def check_plain_training(config: TrainConfig, where: str) -> None:
+    """``ValueError`` if ``config`` carries the settings of another procedure (``maml``,
+    ``transfer``): ``where`` (the plain engine) would silently ignore them."""
+    for name, fit in (("maml", "attnact.meta.maml:fit_maml"),
+                      ("transfer", "attnact.experiments.arelu_transfer:fit_transfer")):
+        if getattr(config, name) is not None:
+            raise ValueError(f"{where}: TrainConfig.{name} is set; those settings are read by "
+                             f"{fit}, and plain training takes none (set {name}=null)")
 
 
 def list_presets() -> list[str]:
@@ -487,6 +568,8 @@ def _override_changes(overrides: Iterable[str], current: Callable[[str], Any]) -
         _check_keys({top: None})
         if dot:
             before = changes[top] if top in changes else current(top)
+            if top in _SETTINGS_FIELDS:  # maml.shots=5: one setting of a typed block
+                before = {} if before is None else _plain_settings(before)
             if not isinstance(before, dict):
                 raise ValueError(
                     f"override {item!r}: {top} is not a dict field, so {top}.{sub} is invalid"
@@ -505,6 +588,10 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def _positive(name: str, value: int) -> None:
     if value <= 0:
         raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value}")
+
+
+def _plain_settings(value: Any) -> dict[str, Any]:
+    return value.to_dict() if hasattr(value, "to_dict") else dict(value)
 
 
 def _plain(value: Any) -> Any:
@@ -531,6 +618,13 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         origin = typing.get_origin(hint)
     if value is None:
         raise ValueError(f"TrainConfig.{name} must not be null")
+    if hint in _SETTINGS_FIELDS.values():
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, Mapping):
+            return hint.from_dict(value)  # its errors name the setting (maml.shots ...)
+        raise ValueError(f"TrainConfig.{name}: expected a mapping of settings, got {value!r} "
+                         f"({type(value).__name__})")
 
     def bad(expected: str) -> ValueError:
         return ValueError(

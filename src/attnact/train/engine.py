@@ -8,7 +8,8 @@ One run = one run directory (``config.out_dir``)::
                      after every epoch
     summary.json     status ("running", "finished", "diverged", "interrupted", "failed"),
                      final and best metrics, parameter count, epochs, wall time
-    tensorboard/     event files, with tensorboard=True and the package installed
+    tracking.json, tensorboard/, wandb/, mlruns/
+                     the loggers' files, with TrainConfig.loggers (attnact.train.loggers)
 
 metrics.csv is not appended to: the metric history lives in the checkpoint and the CSV is
 rewritten from it after the checkpoint, so after a crash and resume the CSV never holds an
@@ -54,7 +55,7 @@ from attnact.train.checkpoint import (
     capture_rng_state,
     restore_rng_state,
 )
-from attnact.train.config import TrainConfig
+from attnact.train.config import TrainConfig, check_plain_training, migrate_config_dict
 from attnact.train.distributed import (
     DistEnv,
     all_reduce_sum,
@@ -98,7 +99,8 @@ METRIC_COLUMNS = (
     "train_images_per_s",
 )
 # Fields that may change between a run and its resumption without a warning.
-_RESUME_QUIET_FIELDS = {"epochs", "resume", "progress", "tensorboard", "out_dir"}
+_RESUME_QUIET_FIELDS = {"epochs", "resume", "progress", "loggers", "log_every_steps",
+                        "mlflow_tracking_uri", "out_dir"}
 # What a resume reads from a checkpoint (a file without one of them cannot be resumed).
 _CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "rng_per_rank", "config",
                               "history", "epoch", "global_step", "wall_time_s"})
@@ -269,11 +271,7 @@ def fit(
                          f"TrainConfig.from_dict(...)), got {type(config).__name__}")
     if resume is not None and resume != config.resume:
         config = config.replace(resume=resume)
-    if config.extra:
-        raise ValueError(
-            f"TrainConfig.extra={config.extra!r} is read by the fit function of another "
-            f"procedure (meta-learning, transfer); plain training takes none"
-        )
+    check_plain_training(config, "fit")
     env = setup_distributed(config.device)
     clean = False
     try:
@@ -320,6 +318,9 @@ class _Run:
         self.provenance: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.global_step = 0
+        self.tracker: Any = None  # attnact.train.loggers.Loggers on rank 0, with loggers
+        # per-step scalars of the epoch in progress, handed to the loggers after its checkpoint
+        self.pending_steps: list[tuple[int, dict[str, float], float]] = []
 
     # -------------------------------------------------------------- setup
     def _checkpoint_to_resume(self) -> dict[str, Any] | None:
@@ -344,7 +345,7 @@ class _Run:
             raise CheckpointError(f"{path}: not a complete training checkpoint (no "
                                   f"{', '.join(missing)}); move the run directory aside and "
                                   "train the run again")
-        old = ckpt["config"]
+        old = migrate_config_dict(ckpt["config"])  # an older version's field names
         new = self.config.to_dict()
         fixed = [k for k in _RESUME_FIXED_FIELDS if k in old and old[k] != new[k]]
         if fixed:
@@ -469,6 +470,13 @@ class _Run:
     # -------------------------------------------------------------- main
     def run(self) -> RunResult:
         c, env = self.config, self.env
+        if c.loggers and self.files is None:
+            raise ValueError(f"TrainConfig.loggers={c.loggers} need a run directory (out_dir): "
+                             "the loggers write below it")
+        if c.loggers and env.is_main:
+            from attnact.train.loggers import check_available
+
+            check_available(c.loggers)  # a missing package fails now, not after setup
         ckpt = self._checkpoint_to_resume()
 
         _seed_everything(c.seed)
@@ -556,26 +564,30 @@ class _Run:
             # no next epoch, and would be marked finished with the last row missing.
             self._write_metrics_csv()
         self._write_summary("running")
-        tb = self._tensorboard()
+        status = "failed"
         try:
+            self._open_loggers()
             for cb in self.callbacks:
                 cb.on_fit_start(self.state)
             for epoch in range(self.start_epoch, c.epochs):
-                self._epoch(epoch, model, core, train_loader, test_loader, steps, tb)
+                self._epoch(epoch, model, core, train_loader, test_loader, steps)
+            status = "finished"
         except NonFiniteLossError as err:
+            status = "diverged"
             self._write_summary("diverged", err)
             if env.is_main:
                 logger.error("%s", err)
             raise
         except KeyboardInterrupt as err:
+            status = "interrupted"
             self._write_summary("interrupted", err)
             raise
         except Exception as err:
             self._write_summary("failed", err)
             raise
         finally:
-            if tb is not None:
-                tb.close()
+            if self.tracker is not None:
+                self.tracker.finish(status)
         summary = self._write_summary("finished")
         for cb in self.callbacks:
             cb.on_fit_end(self.state)
@@ -600,7 +612,6 @@ class _Run:
         train_loader: Any,
         test_loader: Any,
         steps: int,
-        tb: Any,
     ) -> None:
         c, env, state = self.config, self.env, self.state
         state.epoch, state.step = epoch, 0
@@ -639,11 +650,7 @@ class _Run:
             state_dict = self._checkpoint_state(core, epoch + 1, rng)
             self.checkpoint_sha256 = self.files.save_checkpoint(state_dict)
             self._write_metrics_csv()
-        if tb is not None:
-            for key in METRIC_COLUMNS[1:]:
-                if row[key] is not None:
-                    tb.add_scalar(key, row[key], epoch + 1)
-            tb.flush()
+        self._log_epoch(row)  # after the checkpoint: a resume never logs a step twice
         if env.is_main:
             logger.info(_format_row(row, c.epochs))
         for cb in self.callbacks:
@@ -665,6 +672,7 @@ class _Run:
             for step, (x, y) in enumerate(loader):
                 if step >= steps:
                     break
+                lr = optimizer.param_groups[0]["lr"]  # this step's (the scheduler steps after)
                 x, y = _to_device(x, y, env.device, c.channels_last)
                 with _autocast(env.device, c.bf16):
                     logits = model(x)
@@ -694,6 +702,9 @@ class _Run:
                 sums[2] += n
                 self.global_step += 1
                 state.step, state.global_step, state.loss = step, self.global_step, value
+                if self.tracker is not None and self.global_step % c.log_every_steps == 0:
+                    self.pending_steps.append(
+                        (self.global_step, {"train/step_loss": value, "lr": lr}, time.time()))
                 if bar is not None:
                     bar.update(n * env.world_size)
                     bar.set_postfix(
@@ -757,20 +768,36 @@ class _Run:
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
-    def _tensorboard(self) -> Any:
-        if not (self.config.tensorboard and self.out is not None and self.env.is_main):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            warnings.warn(
-                "tensorboard=True but the tensorboard package is not installed "
-                "(pip install tensorboard); continuing without it",
-                stacklevel=3,
-            )
-            return None
-        # purge_step drops events of epochs after the checkpoint (a run cut short and resumed).
-        return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.start_epoch + 1)
+    # -------------------------------------------------------------- tracking (rank 0)
+    def _open_loggers(self) -> None:
+        c = self.config
+        if not (c.loggers and self.files is not None and self.env.is_main):
+            return
+        from attnact.train.loggers import hyperparameters, open_loggers
+
+        self.tracker = open_loggers(c.loggers, self.files, resume_step=self.global_step,
+                                    mlflow_tracking_uri=c.mlflow_tracking_uri)
+        self.tracker.log_hyperparams(hyperparameters(
+            c.to_dict(), self.provenance[-1] if self.provenance else None,
+            **{"run.params": self.params, "run.world_size": self.env.world_size}))
+
+    def _log_epoch(self, row: dict[str, Any]) -> None:
+        """The epoch's per-step scalars, then its own, at the global step it ended on."""
+        if self.tracker is None:
+            return
+        for step, metrics, walltime in self.pending_steps:
+            self.tracker.log_metrics(metrics, step, walltime=walltime)
+        self.pending_steps.clear()
+        self.tracker.log_metrics({
+            "epoch": row["epoch"],
+            "train/loss": row["train_loss"],
+            "train/acc": row["train_acc"],
+            "test/loss": row["test_loss"],
+            "test/top1": row["test_top1"],
+            "test/top5": row["test_top5"],
+            "time/epoch_s": row["epoch_time_s"],
+            "time/images_per_s": row["train_images_per_s"],
+        }, self.global_step)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -65,8 +65,16 @@ def git_state(root: Path = _SOURCE_ROOT) -> dict[str, Any] | None:
 
 
 def config_hash(config: TrainConfig) -> str:
-    """``sha256:<hex>`` of the config's identity, canonical JSON (sorted keys)."""
-    text = json.dumps(config_identity(config), sort_keys=True, default=str)
+    """``sha256:<hex>`` of the config's identity, canonical JSON (sorted keys).
+
+    The typed procedure settings (``maml``, ``transfer``) enter as the one ``extra`` mapping
+    the config had before them (``{}`` for plain training), so every plain run keeps the hash
+    earlier versions recorded for it.
+    """
+    identity = config_identity(config)
+    procedure = {name: identity.pop(name) for name in ("maml", "transfer")}
+    identity["extra"] = next((v for v in procedure.values() if v is not None), {})
+    text = json.dumps(identity, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 

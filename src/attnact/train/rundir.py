@@ -9,6 +9,10 @@ A run directory holds one training run::
                      SHA-256 of the checkpoint and of metrics.csv it describes
     spec.json        a sweep's record of the run's grid coordinates (experiments' RunStore)
     error.json       a sweep's record of a failure that left no summary
+    tracking.json    the run ids of the W&B and MLflow loggers, so that a resume continues them
+    tensorboard/     the TensorBoard logger's event files
+    wandb/           W&B's run folders (offline unless WANDB_MODE says otherwise)
+    mlruns/          the MLflow logger's file store (when no other tracking URI is given)
     .writer.lock     held (flock) by the one process writing the directory
     .lock            held by the sweep that claimed the run
 
@@ -58,6 +62,10 @@ class RunDirectory:
     SUMMARY = "summary.json"
     SPEC = "spec.json"
     ERROR = "error.json"
+    TRACKING = "tracking.json"
+    TENSORBOARD = "tensorboard"
+    WANDB = "wandb"  # wandb.init(dir=<run directory>) makes this folder below it
+    MLFLOW = "mlruns"
     WRITER_LOCK = ".writer.lock"
     SWEEP_LOCK = ".lock"
 
@@ -184,6 +192,29 @@ class RunDirectory:
             raise ValueError(f"{path} is not valid JSON ({err}); move the run directory aside "
                              "to retrain it") from err
         return data if isinstance(data, dict) else None
+
+    # ------------------------------------------------------------------ tracking
+    def read_tracking(self) -> dict[str, Any]:
+        """tracking.json: ``{backend: {"run_id": ..., ...}}``; {} if there is none.
+
+        Raises:
+            ValueError: the file is not a JSON object (edited by hand).
+        """
+        path = self.path / self.TRACKING
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); delete it to start new "
+                             "tracking runs") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of run ids; delete it to start "
+                             "new tracking runs")
+        return data
+
+    def write_tracking(self, data: Mapping[str, Any]) -> None:
+        atomic_write_json(self.path / self.TRACKING, dict(data))
 
     # ------------------------------------------------------------------ sweep records
     def write_json(self, name: str, data: Any) -> None:
