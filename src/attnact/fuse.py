@@ -60,6 +60,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from attnact.units import native
 from attnact.units.atac import ATAC
 from attnact.units.layout import as_nchw, check_channel_dim
 from attnact.units.rewrite import (
@@ -247,7 +248,44 @@ class FusedATAC(nn.Module):
             channel_dim=unit.channel_dim,
         ).train(unit.training)
 
+    def _native_fits(self, x: torch.Tensor) -> bool:
+        """Whether this call takes ``attnact::atac_forward``'s one-pass eval kernel: local
+        context, a 4-D float32/float64 CPU input the operators accept, 1×1 convolutions of the
+        input's dtype, and nothing to record for autograd (the operator's backward is the
+        training unit's; the fused form's gradients come from the composition)."""
+        if self.use_global or x.dtype not in (torch.float32, torch.float64):
+            return False
+        convs = (self.conv1, self.conv2)
+        if not all(_is_biased_pointwise(c, x.dtype) for c in convs):
+            return False
+        if torch._C._len_torch_dispatch_stack() > 0:
+            return False  # a dispatch mode (FlopCounterMode) sees the composition's ops
+        if torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for c in convs for p in c.parameters())
+        ):
+            return False
+        return native.ready(x)
+
+    def _native_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = σ(conv2(δ(conv1(x)))) ⊙ x by the native operator in its eval mode, which
+        computes σ(γ₂·(W₂a − μ₂)/√(v₂ + ε₂) + β₂) ⊙ x with a = δ(γ₁·(W₁x − μ₁)/√(v₁ + ε₁) + β₁)
+        in one pass over x: with γ = 1, μ = 0, v = 1, ε = 0 and β the folded bias that is
+        exactly W·x + b (the scale is 1/√1 = 1 and the shift b − 0, in any precision)."""
+        w1, b1 = self.conv1.weight, self.conv1.bias
+        w2, b2 = self.conv2.weight, self.conv2.bias
+        assert b1 is not None and b2 is not None  # _native_fits
+        ones1, ones2 = torch.ones_like(b1), torch.ones_like(b2)
+        zeros1, zeros2 = torch.zeros_like(b1), torch.zeros_like(b2)
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()
+        y = torch.ops.attnact.atac_forward(
+            x, w1, ones1, b1, w2, ones2, b2, zeros1, ones1, zeros2, ones2,
+            False, False, 0.0, 0.0, self.use_relu, False)[0]
+        return y
+
     def _forward4(self, x: torch.Tensor) -> torch.Tensor:
+        if self._native_fits(x):  # the one-pass native kernel (units/native.py)
+            return self._native_forward(x)
         z = x.mean(dim=(2, 3), keepdim=True) if self.use_global else x
         z = self.conv1(z)
         if self.use_relu:
@@ -273,6 +311,21 @@ class FusedATAC(nn.Module):
             f"channels={self.channels}, use_relu={self.use_relu}, "
             f"use_global={self.use_global}, source={self.source}"
         )
+
+
+def _is_biased_pointwise(conv: nn.Module, dtype: torch.dtype) -> bool:
+    """A plain biased 1×1 ``nn.Conv2d`` of ``dtype`` without hooks (what folding made)."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.bias is not None
+        and conv.weight.dtype == dtype
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and not has_hooks(conv)
+    )
 
 
 def _fold(conv: nn.Module, bn: nn.Module) -> nn.Module:

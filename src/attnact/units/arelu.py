@@ -114,6 +114,48 @@ def elsa_reference(
     return activation(x) + elsa_gate(x, alpha, beta)
 
 
+def _per_channel(x: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """One-element parameters as (1, C, 1, …) views broadcast along x's dim 1, or None where
+    that does not apply (fewer than two dims, or parameters of more than one element).
+
+    The values are the parameters' own (an expand copies nothing), so any composition gives
+    the same outputs with them. What changes is the backward autograd builds: the gradient of
+    an expanded parameter is a sum over every dim but 1 first, then over the C channels. That
+    first sum has the shape of BatchNorm's backward reductions (per channel over N·H·W), so
+    inductor computes it in the same loop as the neighbouring BatchNorm's, instead of in a
+    reduction of its own to one value — which it cannot fuse with per-channel ones, and which
+    made it store the recomputed BN output for a second pass.
+    """
+    if x.dim() < 2 or any(p.numel() != 1 for p in params):
+        return None
+    shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+    return tuple(p.reshape(()).expand(shape) for p in params)
+
+
+def arelu_compiled_form(
+    x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
+) -> torch.Tensor:
+    """:func:`arelu_reference` with α and β broadcast per channel (:func:`_per_channel`): the
+    same values and gradients (the x = 0 convention included), and the form ``"auto"`` gives
+    an outer ``torch.compile``. Falls back to the reference where the broadcast does not
+    apply."""
+    per_channel = _per_channel(x, alpha, beta)
+    if per_channel is None:
+        return arelu_reference(x, alpha, beta)
+    return AReLUFunction.apply(x, *per_channel, False)
+
+
+def elsa_compiled_form(
+    x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, activation: Callable[..., Any]
+) -> torch.Tensor:
+    """:func:`elsa_reference` with α and β broadcast per channel, as
+    :func:`arelu_compiled_form`."""
+    per_channel = _per_channel(x, alpha, beta)
+    if per_channel is None:
+        return elsa_reference(x, alpha, beta, activation)
+    return activation(x) + elsa_gate(x, *per_channel)
+
+
 def _outer_context() -> bool:
     """An outer torch.compile or torch.func transform is tracing: the reference belongs there."""
     return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
@@ -159,6 +201,8 @@ def arelu(
     ):
         return AReLUFunction.apply(x, alpha, beta, inplace)
     check_choice("implementation", implementation, IMPLEMENTATIONS)
+    if implementation == "auto" and torch.compiler.is_compiling():
+        return arelu_compiled_form(x, alpha, beta)
     return arelu_reference(x, alpha, beta)
 
 
@@ -201,6 +245,8 @@ def elsa(
     check_choice("implementation", implementation, IMPLEMENTATIONS)
     if implementation == "reference":
         return elsa_reference(x, alpha, beta, activation)
+    if implementation == "auto" and torch.compiler.is_compiling():
+        return elsa_compiled_form(x, alpha, beta, activation)
     if implementation == "auto" and (
         not _function_fits(x, alpha, beta) or _recompute_unsafe(activation) is not None
     ):

@@ -258,13 +258,24 @@ class ATACFunction(torch.autograd.Function):
     the running statistics may be None (then ``batch_stats`` must be True) and are updated in
     place in forward when ``batch_stats`` is True. x, the weights and the BN affine parameters
     must share one floating dtype and device. The output has x's layout (channels_last stays
-    channels_last; other strides become NCHW). Without autograd recording (no_grad, inference)
-    pass ``recompute=True``: the intermediates are then overwritten in place.
+    channels_last; other strides become NCHW). When no input requires grad, or with
+    ``recompute=True``, the intermediates are overwritten in place.
+
+    ``forward`` + ``setup_context`` (the style of the AReLU Functions, which ``torch.func``
+    transforms need): forward cannot reach ``ctx``, so it returns the tensors backward needs
+    as outputs of their own, marked non-differentiable; :meth:`apply` hands back y alone.
+    Which tensors those are says the path: with z₁ and z₂ among them backward reads them (fast
+    path), without them it recomputes the gate (memory-efficient path, and wherever forward
+    saw no input requiring grad, e.g. under ``torch.func``, whose forward sees plain tensors).
     """
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """y, as the Function's public signature promises; the saved tensors stay internal."""
+        return super().apply(*args, **kwargs)[0]
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
         x: torch.Tensor,
         w1: torch.Tensor,
         gamma1: torch.Tensor,
@@ -280,13 +291,13 @@ class ATACFunction(torch.autograd.Function):
         bn2: BNConfig,
         use_relu: bool,
         recompute: bool,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, ...]:
         cl = x.is_contiguous(memory_format=torch.channels_last)
         if not cl and not x.is_contiguous():
             x = x.contiguous()
-        # needs_input_grad says which inputs require grad, also under no_grad, where nothing is
-        # recorded: callers pass recompute=True there, so that the kernels work in place.
-        save = any(ctx.needs_input_grad)
+        # The differentiable inputs' requires_grad is what ctx.needs_input_grad will say: with
+        # none set (no_grad callers pass recompute=True anyway) the kernels may work in place.
+        save = any(t.requires_grad for t in (x, w1, gamma1, beta1, w2, gamma2, beta2))
         z1 = _pw(w1, x)
         st1 = _stats(z1, gamma1, beta1, running_mean1, running_var1, bn1)
         keep = save and not recompute  # the fast path keeps z₁ and z₂ for backward
@@ -294,21 +305,31 @@ class ATACFunction(torch.autograd.Function):
         z2 = _pw(w2, _unflat(a, z1, cl))
         del a
         st2 = _stats(z2, gamma2, beta2, running_mean2, running_var2, bn2)
-        xf = _flat(x, cl)
-        y = GATE_MUL(xf, _flat(z2, cl), st2[2], st2[3], not keep, cl)
-        if save:
-            big = (z1, z2) if keep else ()
-            ctx.save_for_backward(x, w1, w2, *st1, *st2, *big)
-            ctx.cfg = (bn1.batch_stats, bn2.batch_stats, use_relu, cl)
-        return _unflat(y, x, cl)
+        y = GATE_MUL(_flat(x, cl), _flat(z2, cl), st2[2], st2[3], not keep, cl)
+        big = (z1, z2) if keep else ()
+        return (_unflat(y, x, cl), *st1, *st2, *big)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        x, w1, w2 = inputs[0], inputs[1], inputs[4]
+        bn1, bn2, use_relu = inputs[11:14]
+        _y, *rest = output
+        ctx.mark_non_differentiable(*rest)
+        # x itself, not forward's contiguous copy of an odd-strided x: backward's flat views
+        # copy it again there (the saved bytes stay x's)
+        ctx.save_for_backward(x, w1, w2, *rest)
+        ctx.cfg = (bn1.batch_stats, bn2.batch_stats, use_relu,
+                   x.is_contiguous(memory_format=torch.channels_last))
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad: torch.Tensor, *_unused: Any) -> tuple[torch.Tensor | None, ...]:
         x, w1, w2, mean1, rstd1, scale1, shift1, mean2, rstd2, scale2, shift2, *big = (
             ctx.saved_tensors
         )
         batch1, batch2, use_relu, cl = ctx.cfg
+        if not cl and not x.is_contiguous():
+            x = x.contiguous()  # the layout forward computed in
         need = ctx.needs_input_grad
         need_x = need[0]
         if big:
@@ -344,4 +365,3 @@ class ATACFunction(torch.autograd.Function):
             grad_beta2 if need[6] else None,
             *([None] * 8),
         )
-
