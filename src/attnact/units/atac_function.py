@@ -23,11 +23,11 @@ checkpoint re-runs the modules, so BatchNorm in training mode would update runni
 running_var and num_batches_tracked a second time in backward; the recomputation would also save
 the reference's full set of tensors during backward and run its unfused passes a second time.
 
-Speed (on these units memory passes set the time, DESIGN.md):
+Speed (on these units memory passes set the time: DESIGN.md, Performance):
 
 * the two point-wise convolutions stay the native convolution (oneDNN on CPU) and its
-  ``convolution_backward``: an earlier version ran them as GEMMs over the channel dimension,
-  which on CPU took twice as long for these skinny shapes (:func:`_pw`);
+  ``convolution_backward``, not GEMMs over the channel dimension, which are slower for these
+  skinny shapes (:func:`_pw`);
 * BatchNorm becomes a per-channel scale and shift (statistics from
   ``torch.batch_norm_update_stats``, the same native kernel ``nn.BatchNorm2d`` uses, which also
   updates the running statistics), fused with δ into one kernel, and with σ and the product with x
@@ -36,13 +36,10 @@ Speed (on these units memory passes set the time, DESIGN.md):
   their per-channel reductions — and two convolution backwards. The kernels work on flat
   views, (N·H·W, C) or (N, C, H·W), which cost nothing to make.
 
-Measured (ResNet-20-v2, b = 3, batch 128, channels_last, 2 CPU threads, benchmarks/): in the
-network the fast path and the reference take about the same time (1.78× and 1.70× a ReLU
-network's step); timed alone at 128×16×32×32 the fast path takes 0.7× the reference's. Each
-call costs ~0.7 ms more than the reference's native calls (five compiled-kernel calls and their
-guards), so on CPU ATAC's default path takes the reference for small inputs
-(:data:`attnact.units.atac.CPU_FAST_PATH_MIN`). The fast path's sure advantage is memory: 2.2×
-ReLU's saved bytes against the reference's 3.0× (the memory-efficient path 1.5×).
+Each call costs more fixed overhead than the reference's native calls (five compiled-kernel
+calls and their guards), so on CPU ATAC's default path takes the reference for small inputs
+(:data:`attnact.units.atac.CPU_FAST_PATH_MIN`). The measurements behind these choices are in
+``benchmarks/unit-kernels-notes.md`` and the ``attnact bench`` tables of ``benchmarks/``.
 
 The element-wise kernels are :class:`~attnact.units.fused.FusedKernel`s: compiled lazily where
 ``torch.compile`` works, eager otherwise. Backward is ``once_differentiable``: the batch
@@ -79,8 +76,7 @@ class BNConfig(NamedTuple):
 # Every tensor here is a 3-D view of a 4-D one: (N, H·W, C) when ``cl`` (channels_last), else
 # (N, C, H·W); per-channel vectors broadcast along the channel dim. Per-channel sums first reduce
 # each sample, then the N partial sums: inductor parallelises a reduction over its output
-# elements, so summing (N·H·W, C) straight to (C,) ran on one thread for C ≤ 16 (the gate's
-# backward took 2.7 ms per call at 128×16×32×32 in a ResNet-20 step).
+# elements, so summing (N·H·W, C) straight to (C,) would run on one thread for C ≤ 16.
 
 
 def _pc(v: torch.Tensor, cl: bool) -> torch.Tensor:
@@ -208,9 +204,9 @@ def _pw(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The 1×1 convolution with weight ``w`` (C_out, C_in, 1, 1) of a 4-D tensor.
 
     The native convolution, not a matrix product over the channels: on CPU oneDNN's 1×1
-    convolution with channels_last took 0.54 ms where the equivalent (N·H·W, 16) × (16, 8) GEMM
-    took 1.28 ms (batch 128, 32×32, 2 threads), and its backward 0.80 ms where the two GEMMs took
-    1.69 ms. Skinny GEMMs are what BLAS does worst.
+    convolution beats the equivalent (N·H·W, C) × (C, C/r) GEMM forward and backward (DESIGN.md,
+    Performance; figures in benchmarks/unit-kernels-notes.md). Skinny GEMMs are what BLAS does
+    worst.
     """
     return torch.nn.functional.conv2d(t, w)
 
