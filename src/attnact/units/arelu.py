@@ -33,11 +33,16 @@ Two implementations compute the same values and gradients:
 
 ``implementation="auto"`` (the default of :class:`AReLU`, :class:`ELSA`, :func:`arelu`,
 :func:`elsa`) takes the Function except where the reference is the better or the only correct
-choice:
+choice, and inside an outer ``torch.compile`` a third form:
 
-* inside an outer ``torch.compile``: dynamo and inductor fuse the reference themselves and choose
-  what to save (their partitioner recomputes cheap element-wise ops); a nested compiled kernel
-  would only hide the unit from them;
+* inside an outer ``torch.compile``: :func:`arelu_compiled_form` / :func:`elsa_compiled_form`,
+  plain torch ops that dynamo traces into the model's graph (no graph break, no native operator
+  or nested compiled kernel hiding the unit from inductor). AReLU's is its Function traced
+  (saving y, which the next layer saves anyway), ELSA's the composition; both take α and β
+  broadcast along dim 1, so that their gradients are per-channel sums first, which inductor
+  fuses into the neighbouring BatchNorm's backward reductions (a sum straight to one value
+  cannot be, and costs extra passes over the map). ``"reference"`` under compile stays the
+  plain reference;
 * under ``torch.func`` transforms (MAML's ``vmap`` of ``grad`` of ``grad``): the reference is
   plain differentiable ops, which every transform supports;
 * ``torch.fx`` symbolic tracing (the argument is a Proxy, not a tensor);
@@ -78,8 +83,10 @@ __all__ = [
     "IMPLEMENTATIONS",
     "AReLU",
     "arelu",
+    "arelu_compiled_form",
     "arelu_reference",
     "elsa",
+    "elsa_compiled_form",
     "elsa_gate",
     "elsa_reference",
     "register_elsa_variants",
@@ -135,10 +142,11 @@ def _per_channel(x: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, 
 def arelu_compiled_form(
     x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
 ) -> torch.Tensor:
-    """:func:`arelu_reference` with α and β broadcast per channel (:func:`_per_channel`): the
-    same values and gradients (the x = 0 convention included), and the form ``"auto"`` gives
-    an outer ``torch.compile``. Falls back to the reference where the broadcast does not
-    apply."""
+    """F(x, α, β) of Eq. (7) as ``"auto"`` gives it to an outer ``torch.compile``:
+    :class:`AReLUFunction` (out of place; dynamo traces its forward and backward, which save y
+    only) on α and β broadcast per channel (:func:`_per_channel`). The values and gradients
+    of the reference, the x = 0 convention included; the reference itself where the broadcast
+    does not apply (fewer than two dims, parameters of several elements)."""
     per_channel = _per_channel(x, alpha, beta)
     if per_channel is None:
         return arelu_reference(x, alpha, beta)

@@ -49,6 +49,7 @@ statistics are constants here, so a second derivative would be wrong; use
 
 from __future__ import annotations
 
+import threading
 from typing import Any, NamedTuple
 
 import torch
@@ -245,6 +246,13 @@ def _stats(
     return mean, rstd, scale, shift
 
 
+class _Reentry(threading.local):
+    active = False
+
+
+_REENTRY = _Reentry()  # ATACFunction.apply inside torch.func's own call (per thread)
+
+
 class ATACFunction(torch.autograd.Function):
     """y = σ(BN₂(W₂ δ(BN₁(W₁ x)))) ⊙ x for a 4-D x, saving x (and z₁, z₂ unless ``recompute``).
 
@@ -267,8 +275,21 @@ class ATACFunction(torch.autograd.Function):
 
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """y, as the Function's public signature promises; the saved tensors stay internal."""
-        return super().apply(*args, **kwargs)[0]
+        """y, as the Function's public signature promises; the saved tensors stay internal.
+
+        Under ``torch.func`` transforms torch calls ``apply`` once more for the innermost
+        level, with the transforms peeled off, and builds the transformed outputs from what
+        that call returns: that call must return forward's full outputs.
+        """
+        if _REENTRY.active:
+            return super().apply(*args, **kwargs)
+        if not torch._C._are_functorch_transforms_active():
+            return super().apply(*args, **kwargs)[0]
+        _REENTRY.active = True
+        try:
+            return super().apply(*args, **kwargs)[0]
+        finally:
+            _REENTRY.active = False
 
     @staticmethod
     def forward(  # type: ignore[override]
