@@ -16,7 +16,8 @@ What :func:`fuse_for_inference` folds:
 
 * **ATAC-like units** (:class:`~attnact.ATAC`, SEActivation, :class:`~attnact.blocks.LocalSE`, and
   any subclass that keeps ATAC's ``forward``), found by type: each becomes a :class:`FusedATAC`
-  at the same path, computing the reference composition with the two folded convolutions.
+  at the same path, computing the reference composition with the two folded convolutions (in
+  inference, on CPU, by the native operator's one-pass eval kernel where it builds).
 * **Conv → BN pairs of the host**: a ``Conv1d/2d/3d`` whose output goes to exactly one place, a
   ``BatchNorm`` of the same dimensionality and width. The conv is replaced by the folded one and
   the BN by ``nn.Identity`` (the model keeps its class, forward and module names). Pairs are found
@@ -204,8 +205,11 @@ class FusedATAC(nn.Module):
     ``X ⊗ σ(conv2(δ(conv1(X))))`` with biased 1×1 convolutions; with ``use_global`` the input is
     averaged over H×W before ``conv1`` (SEActivation). Accepts the inputs ATAC accepts (rank 2 to
     4, channels in dim ``channel_dim``, the unit's). Without autograd (``torch.no_grad`` /
-    ``inference_mode``) the ReLU, sigmoid and product run in place on the gate's own buffer,
-    saving two allocations.
+    ``inference_mode``) on CPU it runs ``attnact::atac_forward``'s eval kernel
+    (:mod:`attnact.units.native`: the per-pixel C → C/r → C MLP, the gate and the product in one
+    pass over x) where the native operators build and the input fits (:meth:`_native_fits`);
+    otherwise the composition, with the ReLU, sigmoid and product in place on the gate's own
+    buffer when nothing is recorded.
 
     Built by :func:`fuse_for_inference` (see :meth:`from_unit`), not by the registry.
     """
