@@ -27,7 +27,6 @@ for act in sys.argv[1:]:
     def f():
         c(x).square().mean().backward()
     _, codes = run_and_get_code(f)
-    open(f"/tmp/arelu/code2_{act.replace(':','_')}.py", "w").write("\n\n#######\n\n".join(codes))
     kernels = [re.findall(r"^(cpp_fused_\w+) = ", code, re.M) for code in codes]
     print(f"{act:22s} forward: {len(kernels[0])} kernels, {passes(codes[0])} loops over the map; "
           f"backward: {len(kernels[1])} kernels, {passes(codes[1])} loops over the map", flush=True)
