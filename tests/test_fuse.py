@@ -463,3 +463,69 @@ def test_atac_subclass_with_own_forward_is_left_alone() -> None:
     assert rep.units == [] and isinstance(fused[1], _ScaledATAC)
     assert any("overrides ATAC's forward" in n for n in rep.notes)
     _check_equal(model, torch.randn(2, 3, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused unit on the native operator (issue #14)
+
+
+def _native_calls(fn) -> int:
+    """How many times ``attnact::atac_forward`` ran inside ``fn`` (the profiler's op events)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key == "attnact::atac_forward")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("use_relu", [True, False])
+def test_fused_atac_inference_runs_the_native_kernel_exactly(layout, use_relu) -> None:
+    """Without autograd the fused unit takes the native one-pass kernel (where it builds),
+    within 1e-5 relative per element of the reference composition of Eq. (4)-(5) in float64
+    (the unfused unit's gate, BN in eval), keeping the input's layout."""
+    from attnact.units import native
+
+    if not native.available():
+        pytest.skip(f"native operators unavailable: {native.why_not()}")
+    torch.manual_seed(4)
+    unit = attnact.ATAC(16, r=2, use_relu=use_relu, implementation="reference")
+    _randomize_bn(unit, seed=5)
+    unit.eval()
+    fused = fuse_for_inference(unit)
+    x = torch.randn(3, 16, 9, 7)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.randn(3, 16, 9, 14)[..., ::2]
+    unit64, x64 = copy.deepcopy(unit).double(), x.double()
+    with torch.no_grad():
+        want = unit64.gate(x64) * x64
+        got: list[torch.Tensor] = []
+        assert _native_calls(lambda: got.append(fused(x))) == 1
+    torch.testing.assert_close(got[0].double(), want, rtol=1e-5, atol=1e-7)
+    if layout == "channels_last":
+        assert got[0].is_contiguous(memory_format=torch.channels_last)
+    # with autograd recording, the composition (whose gradients test_fused_unit_gradients_match
+    # checks) and the same values
+    assert _native_calls(lambda: fused(x.requires_grad_())) == 0
+
+
+def test_fused_atac_falls_back_without_the_native_operators() -> None:
+    """set_native(False): the composition, same values (the path every machine without a C++
+    compiler takes)."""
+    from attnact.units import native
+
+    torch.manual_seed(6)
+    unit = attnact.ATAC(8).eval()
+    _randomize_bn(unit, seed=7)
+    fused = fuse_for_inference(unit)
+    x = torch.randn(2, 8, 5, 5)
+    native.set_native(False)
+    try:
+        with torch.no_grad():
+            assert _native_calls(lambda: fused(x)) == 0
+            got = fused(x)
+    finally:
+        native.set_native(None)
+    with torch.no_grad():
+        want = copy.deepcopy(unit).double().gate(x.double()) * x.double()
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-7)

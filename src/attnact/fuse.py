@@ -16,7 +16,8 @@ What :func:`fuse_for_inference` folds:
 
 * **ATAC-like units** (:class:`~attnact.ATAC`, SEActivation, :class:`~attnact.blocks.LocalSE`, and
   any subclass that keeps ATAC's ``forward``), found by type: each becomes a :class:`FusedATAC`
-  at the same path, computing the reference composition with the two folded convolutions.
+  at the same path, computing the reference composition with the two folded convolutions (in
+  inference, on CPU, by the native operator's one-pass eval kernel where it builds).
 * **Conv → BN pairs of the host**: a ``Conv1d/2d/3d`` whose output goes to exactly one place, a
   ``BatchNorm`` of the same dimensionality and width. The conv is replaced by the folded one and
   the BN by ``nn.Identity`` (the model keeps its class, forward and module names). Pairs are found
@@ -61,6 +62,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from attnact.units import native
 from attnact.units.atac import ATAC
 from attnact.units.layout import as_nchw, check_channel_dim
 from attnact.units.rewrite import (
@@ -204,8 +206,11 @@ class FusedATAC(nn.Module):
     ``X ⊗ σ(conv2(δ(conv1(X))))`` with biased 1×1 convolutions; with ``use_global`` the input is
     averaged over H×W before ``conv1`` (SEActivation). Accepts the inputs ATAC accepts (rank 2 to
     4, channels in dim ``channel_dim``, the unit's). Without autograd (``torch.no_grad`` /
-    ``inference_mode``) the ReLU, sigmoid and product run in place on the gate's own buffer,
-    saving two allocations.
+    ``inference_mode``) on CPU it runs ``attnact::atac_forward``'s eval kernel
+    (:mod:`attnact.units.native`: the per-pixel C → C/r → C MLP, the gate and the product in one
+    pass over x) where the native operators build and the input fits (:meth:`_native_fits`);
+    otherwise the composition, with the ReLU, sigmoid and product in place on the gate's own
+    buffer when nothing is recorded.
 
     Built by :func:`fuse_for_inference` (see :meth:`from_unit`), not by the registry.
     """
@@ -248,7 +253,44 @@ class FusedATAC(nn.Module):
             channel_dim=unit.channel_dim,
         ).train(unit.training)
 
+    def _native_fits(self, x: torch.Tensor) -> bool:
+        """Whether this call takes ``attnact::atac_forward``'s one-pass eval kernel: local
+        context, a 4-D float32/float64 CPU input the operators accept, 1×1 convolutions of the
+        input's dtype, and nothing to record for autograd (the operator's backward is the
+        training unit's; the fused form's gradients come from the composition)."""
+        if self.use_global or x.dtype not in (torch.float32, torch.float64):
+            return False
+        convs = (self.conv1, self.conv2)
+        if not all(_is_biased_pointwise(c, x.dtype) for c in convs):
+            return False
+        if torch._C._len_torch_dispatch_stack() > 0:
+            return False  # a dispatch mode (FlopCounterMode) sees the composition's ops
+        if torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for c in convs for p in c.parameters())
+        ):
+            return False
+        return native.ready(x)
+
+    def _native_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = σ(conv2(δ(conv1(x)))) ⊙ x by the native operator in its eval mode, which
+        computes σ(γ₂·(W₂a − μ₂)/√(v₂ + ε₂) + β₂) ⊙ x with a = δ(γ₁·(W₁x − μ₁)/√(v₁ + ε₁) + β₁)
+        in one pass over x: with γ = 1, μ = 0, v = 1, ε = 0 and β the folded bias that is
+        exactly W·x + b (the scale is 1/√1 = 1 and the shift b − 0, in any precision)."""
+        w1, b1 = self.conv1.weight, self.conv1.bias
+        w2, b2 = self.conv2.weight, self.conv2.bias
+        assert b1 is not None and b2 is not None  # _native_fits
+        ones1, ones2 = torch.ones_like(b1), torch.ones_like(b2)
+        zeros1, zeros2 = torch.zeros_like(b1), torch.zeros_like(b2)
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()
+        y = torch.ops.attnact.atac_forward(
+            x, w1, ones1, b1, w2, ones2, b2, zeros1, ones1, zeros2, ones2,
+            False, False, 0.0, 0.0, self.use_relu, False)[0]
+        return cast(torch.Tensor, y)  # torch.ops are untyped
+
     def _forward4(self, x: torch.Tensor) -> torch.Tensor:
+        if self._native_fits(x):  # the one-pass native kernel (units/native.py)
+            return self._native_forward(x)
         z = x.mean(dim=(2, 3), keepdim=True) if self.use_global else x
         z = self.conv1(z)
         if self.use_relu:
@@ -274,6 +316,21 @@ class FusedATAC(nn.Module):
             f"channels={self.channels}, use_relu={self.use_relu}, "
             f"use_global={self.use_global}, source={self.source}"
         )
+
+
+def _is_biased_pointwise(conv: nn.Module, dtype: torch.dtype) -> bool:
+    """A plain biased 1×1 ``nn.Conv2d`` of ``dtype`` without hooks (what folding made)."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.bias is not None
+        and conv.weight.dtype == dtype
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and not has_hooks(conv)
+    )
 
 
 _ConvT = TypeVar("_ConvT", bound=_ConvNd)

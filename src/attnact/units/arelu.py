@@ -33,11 +33,16 @@ Two implementations compute the same values and gradients:
 
 ``implementation="auto"`` (the default of :class:`AReLU`, :class:`ELSA`, :func:`arelu`,
 :func:`elsa`) takes the Function except where the reference is the better or the only correct
-choice:
+choice, and inside an outer ``torch.compile`` a third form:
 
-* inside an outer ``torch.compile``: dynamo and inductor fuse the reference themselves and choose
-  what to save (their partitioner recomputes cheap element-wise ops); a nested compiled kernel
-  would only hide the unit from them;
+* inside an outer ``torch.compile``: :func:`arelu_compiled_form` / :func:`elsa_compiled_form`,
+  plain torch ops that dynamo traces into the model's graph (no graph break, no native operator
+  or nested compiled kernel hiding the unit from inductor). AReLU's is its Function traced
+  (saving y, which the next layer saves anyway), ELSA's the composition; both take α and β
+  broadcast along dim 1, so that their gradients are per-channel sums first, which inductor
+  fuses into the neighbouring BatchNorm's backward reductions (a sum straight to one value
+  cannot be, and costs extra passes over the map). ``"reference"`` under compile stays the
+  plain reference;
 * under ``torch.func`` transforms (MAML's ``vmap`` of ``grad`` of ``grad``): the reference is
   plain differentiable ops, which every transform supports;
 * ``torch.fx`` symbolic tracing (the argument is a Proxy, not a tensor);
@@ -78,8 +83,10 @@ __all__ = [
     "IMPLEMENTATIONS",
     "AReLU",
     "arelu",
+    "arelu_compiled_form",
     "arelu_reference",
     "elsa",
+    "elsa_compiled_form",
     "elsa_gate",
     "elsa_reference",
     "register_elsa_variants",
@@ -119,6 +126,49 @@ def elsa_reference(
 ) -> torch.Tensor:
     """A(x) + L(x, α, β) (Sec. 4.6) as a plain composition (the reference)."""
     return cast(torch.Tensor, activation(x) + elsa_gate(x, alpha, beta))
+
+
+def _per_channel(x: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """One-element parameters as (1, C, 1, …) views broadcast along x's dim 1, or None where
+    that does not apply (fewer than two dims, or parameters of more than one element).
+
+    The values are the parameters' own (an expand copies nothing), so any composition gives
+    the same outputs with them. What changes is the backward autograd builds: the gradient of
+    an expanded parameter is a sum over every dim but 1 first, then over the C channels. That
+    first sum has the shape of BatchNorm's backward reductions (per channel over N·H·W), so
+    inductor computes it in the same loop as the neighbouring BatchNorm's, instead of in a
+    reduction of its own to one value — which it cannot fuse with per-channel ones, and which
+    made it store the recomputed BN output for a second pass.
+    """
+    if x.dim() < 2 or any(p.numel() != 1 for p in params):
+        return None
+    shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+    return tuple(p.reshape(()).expand(shape) for p in params)
+
+
+def arelu_compiled_form(
+    x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
+) -> torch.Tensor:
+    """F(x, α, β) of Eq. (7) as ``"auto"`` gives it to an outer ``torch.compile``:
+    :class:`AReLUFunction` (out of place; dynamo traces its forward and backward, which save y
+    only) on α and β broadcast per channel (:func:`_per_channel`). The values and gradients
+    of the reference, the x = 0 convention included; the reference itself where the broadcast
+    does not apply (fewer than two dims, parameters of several elements)."""
+    per_channel = _per_channel(x, alpha, beta)
+    if per_channel is None:
+        return arelu_reference(x, alpha, beta)
+    return cast(torch.Tensor, AReLUFunction.apply(x, *per_channel, False))
+
+
+def elsa_compiled_form(
+    x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, activation: Callable[..., Any]
+) -> torch.Tensor:
+    """:func:`elsa_reference` with α and β broadcast per channel, as
+    :func:`arelu_compiled_form`."""
+    per_channel = _per_channel(x, alpha, beta)
+    if per_channel is None:
+        return elsa_reference(x, alpha, beta, activation)
+    return cast(torch.Tensor, activation(x) + elsa_gate(x, *per_channel))
 
 
 def _outer_context() -> bool:
@@ -168,6 +218,8 @@ def arelu(
     ):
         return cast(torch.Tensor, AReLUFunction.apply(x, alpha, beta, inplace))
     check_choice("implementation", implementation, IMPLEMENTATIONS)
+    if implementation == "auto" and torch.compiler.is_compiling():
+        return arelu_compiled_form(x, alpha, beta)
     return arelu_reference(x, alpha, beta)
 
 
@@ -210,6 +262,8 @@ def elsa(
     check_choice("implementation", implementation, IMPLEMENTATIONS)
     if implementation == "reference":
         return elsa_reference(x, alpha, beta, activation)
+    if implementation == "auto" and torch.compiler.is_compiling():
+        return elsa_compiled_form(x, alpha, beta, activation)
     if implementation == "auto" and (
         not _function_fits(x, alpha, beta) or _recompute_unsafe(activation) is not None
     ):

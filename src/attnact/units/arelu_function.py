@@ -44,8 +44,8 @@ _LO, _HI = ALPHA_RANGE
 def _sign_bit_set(y: torch.Tensor) -> torch.Tensor:
     """``torch.signbit(y)`` (for non-NaN y), in a form inductor vectorises on CPU.
 
-    Compiled, ``signbit`` becomes a scalar loop, which made AReLU's backward kernel several
-    times slower than ReLU's backward (benchmarks/README.md). ``y < 0`` alone misses −0, which
+    Compiled, ``signbit`` becomes a scalar loop, several times slower than ReLU's backward
+    (benchmarks/unit-kernels-notes.md). ``y < 0`` alone misses −0, which
     ``1 / y < 0`` catches (1 / −0 = −inf); ``1 / y`` in turn misses −inf (1 / −inf = −0). The
     division costs nothing next to the memory traffic once fused. Eagerly, ``signbit`` is one
     pass where this would be four.

@@ -23,11 +23,11 @@ checkpoint re-runs the modules, so BatchNorm in training mode would update runni
 running_var and num_batches_tracked a second time in backward; the recomputation would also save
 the reference's full set of tensors during backward and run its unfused passes a second time.
 
-Speed (on these units memory passes set the time, DESIGN.md):
+Speed (on these units memory passes set the time: DESIGN.md, Performance):
 
 * the two point-wise convolutions stay the native convolution (oneDNN on CPU) and its
-  ``convolution_backward``: an earlier version ran them as GEMMs over the channel dimension,
-  which on CPU took twice as long for these skinny shapes (:func:`_pw`);
+  ``convolution_backward``, not GEMMs over the channel dimension, which are slower for these
+  skinny shapes (:func:`_pw`);
 * BatchNorm becomes a per-channel scale and shift (statistics from
   ``torch.batch_norm_update_stats``, the same native kernel ``nn.BatchNorm2d`` uses, which also
   updates the running statistics), fused with δ into one kernel, and with σ and the product with x
@@ -36,13 +36,10 @@ Speed (on these units memory passes set the time, DESIGN.md):
   their per-channel reductions — and two convolution backwards. The kernels work on flat
   views, (N·H·W, C) or (N, C, H·W), which cost nothing to make.
 
-Measured (ResNet-20-v2, b = 3, batch 128, channels_last, 2 CPU threads, benchmarks/): in the
-network the fast path and the reference take about the same time (1.78× and 1.70× a ReLU
-network's step); timed alone at 128×16×32×32 the fast path takes 0.7× the reference's. Each
-call costs ~0.7 ms more than the reference's native calls (five compiled-kernel calls and their
-guards), so on CPU ATAC's default path takes the reference for small inputs
-(:data:`attnact.units.atac.CPU_FAST_PATH_MIN`). The fast path's sure advantage is memory: 2.2×
-ReLU's saved bytes against the reference's 3.0× (the memory-efficient path 1.5×).
+Each call costs more fixed overhead than the reference's native calls (five compiled-kernel
+calls and their guards), so on CPU ATAC's default path takes the reference for small inputs
+(:data:`attnact.units.atac.CPU_FAST_PATH_MIN`). The measurements behind these choices are in
+``benchmarks/unit-kernels-notes.md`` and the ``attnact bench`` tables of ``benchmarks/``.
 
 The element-wise kernels are :class:`~attnact.units.fused.FusedKernel`s: compiled lazily where
 ``torch.compile`` works, eager otherwise. Backward is ``once_differentiable``: the batch
@@ -52,6 +49,7 @@ statistics are constants here, so a second derivative would be wrong; use
 
 from __future__ import annotations
 
+import threading
 from typing import Any, NamedTuple
 
 import torch
@@ -79,8 +77,7 @@ class BNConfig(NamedTuple):
 # Every tensor here is a 3-D view of a 4-D one: (N, H·W, C) when ``cl`` (channels_last), else
 # (N, C, H·W); per-channel vectors broadcast along the channel dim. Per-channel sums first reduce
 # each sample, then the N partial sums: inductor parallelises a reduction over its output
-# elements, so summing (N·H·W, C) straight to (C,) ran on one thread for C ≤ 16 (the gate's
-# backward took 2.7 ms per call at 128×16×32×32 in a ResNet-20 step).
+# elements, so summing (N·H·W, C) straight to (C,) would run on one thread for C ≤ 16.
 
 
 def _pc(v: torch.Tensor, cl: bool) -> torch.Tensor:
@@ -208,9 +205,9 @@ def _pw(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The 1×1 convolution with weight ``w`` (C_out, C_in, 1, 1) of a 4-D tensor.
 
     The native convolution, not a matrix product over the channels: on CPU oneDNN's 1×1
-    convolution with channels_last took 0.54 ms where the equivalent (N·H·W, 16) × (16, 8) GEMM
-    took 1.28 ms (batch 128, 32×32, 2 threads), and its backward 0.80 ms where the two GEMMs took
-    1.69 ms. Skinny GEMMs are what BLAS does worst.
+    convolution beats the equivalent (N·H·W, C) × (C, C/r) GEMM forward and backward (DESIGN.md,
+    Performance; figures in benchmarks/unit-kernels-notes.md). Skinny GEMMs are what BLAS does
+    worst.
     """
     return torch.nn.functional.conv2d(t, w)
 
@@ -249,6 +246,13 @@ def _stats(
     return mean, rstd, scale, shift
 
 
+class _Reentry(threading.local):
+    active = False
+
+
+_REENTRY = _Reentry()  # ATACFunction.apply inside torch.func's own call (per thread)
+
+
 class ATACFunction(torch.autograd.Function):
     """y = σ(BN₂(W₂ δ(BN₁(W₁ x)))) ⊙ x for a 4-D x, saving x (and z₁, z₂ unless ``recompute``).
 
@@ -258,13 +262,38 @@ class ATACFunction(torch.autograd.Function):
     the running statistics may be None (then ``batch_stats`` must be True) and are updated in
     place in forward when ``batch_stats`` is True. x, the weights and the BN affine parameters
     must share one floating dtype and device. The output has x's layout (channels_last stays
-    channels_last; other strides become NCHW). Without autograd recording (no_grad, inference)
-    pass ``recompute=True``: the intermediates are then overwritten in place.
+    channels_last; other strides become NCHW). When no input requires grad, or with
+    ``recompute=True``, the intermediates are overwritten in place.
+
+    ``forward`` + ``setup_context`` (the style of the AReLU Functions, which ``torch.func``
+    transforms need): forward cannot reach ``ctx``, so it returns the tensors backward needs
+    as outputs of their own, marked non-differentiable; :meth:`apply` hands back y alone.
+    Which tensors those are says the path: with z₁ and z₂ among them backward reads them (fast
+    path), without them it recomputes the gate (memory-efficient path, and wherever forward
+    saw no input requiring grad, e.g. under ``torch.func``, whose forward sees plain tensors).
     """
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        """y, as the Function's public signature promises; the saved tensors stay internal.
+
+        Under ``torch.func`` transforms torch calls ``apply`` once more for the innermost
+        level, with the transforms peeled off, and builds the transformed outputs from what
+        that call returns: that call must return forward's full outputs.
+        """
+        apply = super().apply  # torch's Function.apply is unannotated
+        if _REENTRY.active:
+            return apply(*args, **kwargs)  # type: ignore[no-untyped-call]
+        if not torch._C._are_functorch_transforms_active():
+            return apply(*args, **kwargs)[0]  # type: ignore[no-untyped-call]
+        _REENTRY.active = True
+        try:
+            return apply(*args, **kwargs)[0]  # type: ignore[no-untyped-call]
+        finally:
+            _REENTRY.active = False
 
     @staticmethod
     def forward(
-        ctx: Any,
         x: torch.Tensor,
         w1: torch.Tensor,
         gamma1: torch.Tensor,
@@ -280,13 +309,13 @@ class ATACFunction(torch.autograd.Function):
         bn2: BNConfig,
         use_relu: bool,
         recompute: bool,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, ...]:
         cl = x.is_contiguous(memory_format=torch.channels_last)
         if not cl and not x.is_contiguous():
             x = x.contiguous()
-        # needs_input_grad says which inputs require grad, also under no_grad, where nothing is
-        # recorded: callers pass recompute=True there, so that the kernels work in place.
-        save = any(ctx.needs_input_grad)
+        # The differentiable inputs' requires_grad is what ctx.needs_input_grad will say: with
+        # none set (no_grad callers pass recompute=True anyway) the kernels may work in place.
+        save = any(t.requires_grad for t in (x, w1, gamma1, beta1, w2, gamma2, beta2))
         z1 = _pw(w1, x)
         st1 = _stats(z1, gamma1, beta1, running_mean1, running_var1, bn1)
         keep = save and not recompute  # the fast path keeps z₁ and z₂ for backward
@@ -294,21 +323,31 @@ class ATACFunction(torch.autograd.Function):
         z2 = _pw(w2, _unflat(a, z1, cl))
         del a
         st2 = _stats(z2, gamma2, beta2, running_mean2, running_var2, bn2)
-        xf = _flat(x, cl)
-        y = GATE_MUL(xf, _flat(z2, cl), st2[2], st2[3], not keep, cl)
-        if save:
-            big = (z1, z2) if keep else ()
-            ctx.save_for_backward(x, w1, w2, *st1, *st2, *big)
-            ctx.cfg = (bn1.batch_stats, bn2.batch_stats, use_relu, cl)
-        return _unflat(y, x, cl)
+        y = GATE_MUL(_flat(x, cl), _flat(z2, cl), st2[2], st2[3], not keep, cl)
+        big = (z1, z2) if keep else ()
+        return (_unflat(y, x, cl), *st1, *st2, *big)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        x, w1, w2 = inputs[0], inputs[1], inputs[4]
+        bn1, bn2, use_relu = inputs[11:14]
+        _y, *rest = output
+        ctx.mark_non_differentiable(*rest)
+        # x itself, not forward's contiguous copy of an odd-strided x: backward's flat views
+        # copy it again there (the saved bytes stay x's)
+        ctx.save_for_backward(x, w1, w2, *rest)
+        ctx.cfg = (bn1.batch_stats, bn2.batch_stats, use_relu,
+                   x.is_contiguous(memory_format=torch.channels_last))
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad: torch.Tensor, *_unused: Any) -> tuple[torch.Tensor | None, ...]:
         x, w1, w2, mean1, rstd1, scale1, shift1, mean2, rstd2, scale2, shift2, *big = (
             ctx.saved_tensors
         )
         batch1, batch2, use_relu, cl = ctx.cfg
+        if not cl and not x.is_contiguous():
+            x = x.contiguous()  # the layout forward computed in
         need = ctx.needs_input_grad
         need_x = need[0]
         if big:
@@ -346,4 +385,3 @@ class ATACFunction(torch.autograd.Function):
             grad_beta2 if need[6] else None,
             *([None] * 8),
         )
-

@@ -1,10 +1,12 @@
 """Small element-wise kernels compiled lazily with ``torch.compile``, with an eager fallback.
 
-Why: on element-wise units, passes over memory — not FLOPs — set the time. AReLU written as
-eager torch ops inside an autograd Function costs one pass per op (measured 1.80× a ReLU
-network's step, DESIGN.md); the same Function calling one compiled forward kernel and one
-compiled backward kernel (with its two reductions) measured 1.07×. So each kernel here is a plain
-torch function that is correct when run eagerly and is handed to ``torch.compile`` on first use.
+Why: on element-wise units, passes over memory — not FLOPs — set the time (DESIGN.md,
+Performance: "memory passes, not FLOPs, set the time, and fusion is what pays"). Written as eager
+torch ops inside an autograd Function, a unit costs one pass per op; the same Function calling
+one compiled forward kernel and one compiled backward kernel (with its reductions) makes one
+pass each way. So each kernel here is a plain torch function that is correct when run eagerly
+and is handed to ``torch.compile`` on first use (the measurements behind this are in
+``benchmarks/unit-kernels-notes.md``).
 
 When the compiled kernel is not used (the function simply runs eagerly):
 
@@ -19,10 +21,9 @@ When the compiled kernel is not used (the function simply runs eagerly):
 * grad mode is on (a backward with ``create_graph=True``): the eager ops then record the graph
   that double backward needs.
 
-Compiling costs seconds, once per process: on a loaded 2-core CPU machine the first AReLU
-forward took 10-18 s with inductor's on-disk cache cold (mostly starting inductor and the C++
-compiler) and 3 s with it warm; each further kernel about 1 s; the first call with a new shape
-recompiles once (about 2 s) with dynamic sizes, which then serve every later shape.
+Compiling costs seconds, once per process (mostly starting inductor and the C++ compiler; less
+with inductor's on-disk cache warm), about a second for each further kernel, and one recompile
+with dynamic sizes for the first call with a new shape, which then serves every later shape.
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def _nested_call_unsafe() -> bool:
 
 
 # --- element-wise selection that is fast both compiled and eager ------------------------------
-# Eager ``torch.where`` on CPU is a non-vectorised kernel, ~9× slower than a multiply (3.9 ms
-# against 0.46 ms on 2M floats, 2 threads); compiled, it is the fastest form (the arithmetic
-# forms below cost AReLU's kernels 30% more). So the kernels pick the form by context.
+# Eager ``torch.where`` on CPU is a non-vectorised kernel, several times slower than a multiply
+# (DESIGN.md, Performance); compiled, it is the fastest form, faster than the arithmetic forms
+# below. So the kernels pick the form by context (benchmarks/unit-kernels-notes.md).
 
 
 def condition(cond: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
