@@ -23,7 +23,7 @@ checkpoint re-runs the modules, so BatchNorm in training mode would update runni
 running_var and num_batches_tracked a second time in backward; the recomputation would also save
 the reference's full set of tensors during backward and run its unfused passes a second time.
 
-Speed (on these units memory passes set the time: DESIGN.md, Performance):
+Speed (on these units memory passes set the time: DESIGN.md, Performance: how to measure):
 
 * the two point-wise convolutions stay the native convolution (oneDNN on CPU) and its
   ``convolution_backward``, not GEMMs over the channel dimension, which are slower for these
@@ -206,8 +206,8 @@ def _pw(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
     The native convolution, not a matrix product over the channels: on CPU oneDNN's 1×1
     convolution beats the equivalent (N·H·W, C) × (C, C/r) GEMM forward and backward (DESIGN.md,
-    Performance; figures in benchmarks/unit-kernels-notes.md). Skinny GEMMs are what BLAS does
-    worst.
+    Performance: how to measure; figures in benchmarks/unit-kernels-notes.md). Skinny GEMMs
+    are what BLAS does worst.
     """
     return torch.nn.functional.conv2d(t, w)
 
