@@ -2,11 +2,11 @@
 
 Why: on element-wise units, passes over memory — not FLOPs — set the time (DESIGN.md,
 Performance: how to measure — "memory passes, not FLOPs, set the time, and fusion is what
-pays"). Written as eager torch ops inside an autograd Function, a unit costs one pass per op; the same Function calling
-one compiled forward kernel and one compiled backward kernel (with its reductions) makes one
-pass each way. So each kernel here is a plain torch function that is correct when run eagerly
-and is handed to ``torch.compile`` on first use (the measurements behind this are in
-``benchmarks/unit-kernels-notes.md``).
+pays"). Written as eager torch ops inside an autograd Function, a unit costs one pass per op;
+the same Function calling one compiled forward kernel and one compiled backward kernel (with its
+reductions) makes one pass each way. So each kernel here is a plain torch function that is
+correct when run eagerly and is handed to ``torch.compile`` on first use (the measurements
+behind this are in ``benchmarks/unit-kernels-notes.md``).
 
 When the compiled kernel is not used (the function simply runs eagerly):
 
@@ -121,7 +121,8 @@ def _nested_call_unsafe() -> bool:
 # --- element-wise selection that is fast both compiled and eager ------------------------------
 # Eager ``torch.where`` on CPU is a non-vectorised kernel, several times slower than a multiply
 # (DESIGN.md, Performance: how to measure); compiled, it is the fastest form, faster than the
-# arithmetic forms below. So the kernels pick the form by context (benchmarks/unit-kernels-notes.md).
+# arithmetic forms below. So the kernels pick the form by context
+# (benchmarks/unit-kernels-notes.md).
 
 
 def condition(cond: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
