@@ -325,6 +325,12 @@ def _datasets(preset: str) -> tuple[str, ...]:
     return PAPER_DATASETS if preset == "paper" else QUICK_DATASETS
 
 
+def _reported_datasets(preset: str, results: Results) -> list[str]:
+    """The preset's datasets that the grid being reported has runs of, in the preset's order."""
+    present = {s.coords["dataset"] for s in results.specs}
+    return [d for d in _datasets(preset) if d in present]
+
+
 def _paper_dataset(dataset: str) -> str:
     """The paper's dataset shown beside ours: the same, or CIFAR-10 for Fashion-MNIST."""
     return dataset if dataset in TABLE_III else "cifar10"
@@ -408,8 +414,7 @@ class UnitsByDepth(Experiment):
 
     def report(self, results: Results, out: Path, context: ReportContext) -> dict[str, Path]:
         preset = context.preset
-        datasets = [d for d in _datasets(preset) if any(
-            s.coords["dataset"] == d for s in results.specs)]
+        datasets = _reported_datasets(preset, results)
         depths = sorted({s.coords["b"] for s in results.specs})
         units = [u for u in self.units if any(s.coords["unit"] == u for s in results.specs)]
         sections: list[tuple[str, str]] = []
@@ -682,8 +687,7 @@ class AtacBudget(Experiment):
         latex: list[tuple[str, list[dict[str, Any]]]] = []
         summary: list[dict[str, Any]] = []
         files: dict[str, Path] = {}
-        for dataset in [d for d in _datasets(preset)
-                        if any(s.coords["dataset"] == d for s in results.specs)]:
+        for dataset in _reported_datasets(preset, results):
             name = DATASET_LABELS.get(dataset, dataset)
             groups = [{"dataset": dataset, "b": 1, "unit": u, "train_epochs": e}
                       for e in lengths for u in self.units]
@@ -787,8 +791,7 @@ class AtacReplacement(Experiment):
         latex: list[tuple[str, list[dict[str, Any]]]] = []
         summary: list[dict[str, Any]] = []
         files: dict[str, Path] = {}
-        for dataset in [d for d in _datasets(preset)
-                        if any(s.coords["dataset"] == d for s in results.specs)]:
+        for dataset in _reported_datasets(preset, results):
             name = DATASET_LABELS.get(dataset, dataset)
             groups = [{"dataset": dataset, "b": b, "sites": k} for k in ks]
             stats = group_stats(
