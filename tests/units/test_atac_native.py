@@ -273,3 +273,46 @@ def test_declared_traffic_for_the_roofline():
     _, ops = traffic(lambda: m(x).sum().backward())
     assert ops["attnact.atac_forward"] == 4.5 * unit
     assert ops["attnact.atac_backward"] == 12.5 * unit
+
+
+def _mapped(name: str) -> set[str]:
+    """Paths of the shared libraries whose file name contains ``name`` mapped in this process."""
+    with open("/proc/self/maps") as maps:
+        return {line.split()[-1] for line in maps if name in line and "/" in line}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity")
+                    or "backend: OpenMP" not in torch.__config__.parallel_info(),
+                    reason="a Linux process with an OpenMP build of PyTorch")
+def test_kernels_share_torchs_openmp_runtime():
+    # The kernels' at::parallel_for is an OpenMP region only when the extension is compiled with
+    # -fopenmp (without it they ran serially); and a second OpenMP runtime beside torch's own
+    # would give two thread pools that oversubscribe the cores.
+    m, _ = twins(16)
+    m(torch.randn(2, 16, 4, 4)).sum().backward()
+    extension = [p for p in _mapped("attnact_native_") if p.endswith(".so")]
+    assert len(extension) == 1, extension
+    with open(extension[0], "rb") as lib:
+        assert b"GOMP_parallel" in lib.read(), "the extension was compiled without OpenMP"
+    assert len({p for p in _mapped("gomp") if ".so" in p}) == 1, _mapped("gomp")
+
+
+@pytest.mark.parametrize("me", [False, True], ids=["fast", "memory_efficient"])
+def test_every_thread_count_matches_reference(me):
+    # The tiles are split into one chunk per thread, each with its own partial sums: 1, 2 and 3
+    # threads give different summation orders, each within float32 rounding of the reference,
+    # and each the same on every call at that thread count.
+    before = torch.get_num_threads()
+    m, ref = twins(16, memory_efficient=me)
+    x0 = layout(torch.randn(8, 16, 9, 10) * 2, "channels_last")
+    g = layout(torch.randn(8, 16, 9, 10), "channels_last")
+    want = run_unit(ref, x0, g)
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            got, again = run_unit(m, x0, g), run_unit(m, x0, g)
+            for name, w in want.items():
+                assert_close(got[name], w, **F32, name=f"{threads} threads: {name}")
+                assert torch.equal(got[name], again[name]), f"{threads} threads: {name}"
+    finally:
+        torch.set_num_threads(before)

@@ -100,6 +100,13 @@ def _flags() -> list[str]:
 
 _SOURCES = ("atac.cpp", "arelu.cpp")
 
+# ATen's at::parallel_for is a header template: in an OpenMP build of PyTorch it is an
+# ``omp parallel`` region, which a translation unit compiled without -fopenmp turns into a
+# serial loop (the kernels then ran on one thread whatever torch.set_num_threads said). Linking
+# with -fopenmp records libgomp.so.1, the soname of the runtime PyTorch already loaded, so the
+# loader reuses that one and a single OpenMP thread pool serves ATen and these kernels.
+_OPENMP = ("-fopenmp",) if "backend: OpenMP" in torch.__config__.parallel_info() else ()
+
 
 def _name() -> str:
     """The extension's name: the instruction set and a hash of the sources, so that a cache
@@ -109,7 +116,7 @@ def _name() -> str:
     digest = hashlib.sha256()
     for src in _SOURCES:
         digest.update((_CSRC / src).read_bytes())
-    digest.update(" ".join(_flags()).encode())
+    digest.update(" ".join([*_flags(), *_OPENMP]).encode())
     return f"attnact_native_{cap}_{digest.hexdigest()[:10]}"
 
 
@@ -137,7 +144,8 @@ def build() -> None:
         cpp_extension.load(
             name=_name(),
             sources=[str(_CSRC / src) for src in _SOURCES],
-            extra_cflags=["-O3", "-fno-math-errno", *_flags()],
+            extra_cflags=["-O3", "-fno-math-errno", *_flags(), *_OPENMP],
+            extra_ldflags=list(_OPENMP),  # a new list: cpp_extension appends to it
             is_python_module=False,
             verbose=False,
         )
