@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from attnact._checks import check_directory_argument, check_positive_int
-from attnact.experiments.keys import filter_specs
+from attnact.experiments.keys import RunSpec, filter_specs
 from attnact.experiments.reproduction import reproduce
 from attnact.experiments.runners import BACKENDS
 from attnact.experiments.store import RunStore
@@ -67,6 +67,11 @@ def add_reproduce_subparser(
                         "e.g. --where b=1,2 --where dataset=cifar10")
     p.add_argument("--dry-run", action="store_true",
                    help="list the grid's runs with their state and train nothing")
+    p.add_argument("--archive", metavar="DIR",
+                   help="copy the finished runs of the grid, their records without checkpoints "
+                        "(a few KiB each), into the run store DIR, e.g. to commit them beside "
+                        "the reports; a sweep or report on DIR counts them as finished. Trains "
+                        "nothing")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing; write the report from the finished runs")
     p.add_argument("--retrain-other-code", action="store_true",
@@ -94,6 +99,23 @@ def _parse_where(items: list[str]) -> dict[str, list[str]]:
     return where
 
 
+def _archive(store: RunStore, experiment: str, specs: list[RunSpec], into: RunStore) -> int:
+    """``--archive``: the grid's finished runs copied into ``into``; the others are named."""
+    if into.root.resolve() == store.root.resolve():
+        raise ValueError(f"--archive {into.root} is the run store itself (--runs)")
+    counts: dict[str, int] = {}
+    for spec in specs:
+        status = store.status(spec.key)
+        outcome = store.archive(spec.key, into) if status == "finished" else f"not {status}"
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if outcome.startswith("not"):
+            print(f"{outcome:<14} {spec.key}")
+    store.archive_sweeps(into, experiment)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"{len(specs)} runs of {store.root} archived into {into.root}: {summary}")
+    return 0
+
+
 def run_reproduce(args: argparse.Namespace) -> int:
     from attnact.experiments.registry import get_experiment, list_experiments
 
@@ -115,19 +137,24 @@ def run_reproduce(args: argparse.Namespace) -> int:
         raise ValueError(
             f"name an experiment (one of {', '.join(list_experiments())}) or pass --list"
         )
-    if args.dry_run and args.report_only:
-        raise ValueError("--dry-run and --report-only exclude each other")
+    modes = [f for f, on in (("--dry-run", args.dry_run), ("--report-only", args.report_only),
+                              ("--archive", args.archive is not None)) if on]
+    if len(modes) > 1:
+        raise ValueError(f"{' and '.join(modes)} exclude each other")
     check_directory_argument("--out", args.out)
     check_directory_argument("--runs", args.runs)
+    check_directory_argument("--archive", args.archive)
     exp = get_experiment(args.experiment)
     exp.check_preset(args.preset)
     where = _parse_where(args.where)
-    if args.dry_run:
+    if args.dry_run or args.archive is not None:
         seeds = args.seeds if args.seeds is not None else int(
             exp.default_seeds.get(args.preset, 1))
         check_positive_int("--seeds", seeds)
         specs = filter_specs(exp.grid(args.preset, seeds), where)
         store = RunStore(args.runs or Path("runs") / "reproduce" / args.preset)
+        if args.archive is not None:
+            return _archive(store, exp.name, specs, RunStore(args.archive))
         counts: dict[str, int] = {}
         for spec in specs:
             status = store.status(spec.key)

@@ -367,6 +367,39 @@ class RunStore:
         with exclusive_lock(self.files(key).file(self.LOCK)) as acquired:
             yield acquired
 
+    # ------------------------------------------------------------------ archive
+    def archive(self, key: str, into: RunStore) -> str:
+        """Copy the finished run ``key``'s record (no checkpoint) into the store ``into``:
+        ``"copied"``, or ``"present"`` when ``into`` already holds the same finished run.
+        Raises ValueError if the run is not finished here, and :class:`StoreConflictError` if
+        ``into`` holds the key with another result or configuration (nothing is overwritten).
+        """
+        if not self.is_finished(key):
+            raise ValueError(f"run {key} in {self.root} is {self.status(key)}: only finished "
+                             "runs are archived")
+        ours, theirs = self.files(key), into.files(key)
+        if theirs.has_started():
+            same = (theirs.read_summary() == ours.read_summary()
+                    and theirs.read_config_text() == ours.read_config_text())
+            if same and into.is_finished(key):
+                return "present"
+            raise StoreConflictError(
+                f"run {key}: {into.run_dir(key)} already holds another run of that key; it is "
+                f"not overwritten (move it away to archive this one)")
+        ours.copy_record(into.run_dir(key))
+        return "copied"
+
+    def archive_sweeps(self, into: RunStore, experiment: str) -> int:
+        """Add the sweep-log entries of ``experiment`` that ``into`` lacks to its
+        ``sweeps.json`` (the machine time of each sweep travels with its runs); returns how
+        many were added."""
+        have = {json.dumps(e, sort_keys=True) for e in into.sweeps()}
+        new = [e for e in self.sweeps() if e.get("experiment") == experiment
+               and json.dumps(e, sort_keys=True) not in have]
+        for entry in new:
+            into.log_sweep(entry)
+        return len(new)
+
     # ------------------------------------------------------------------ sweep log
     def sweeps(self) -> list[dict[str, Any]]:
         path = self.root / self.SWEEPS

@@ -16,6 +16,11 @@ A run directory holds one training run::
     .writer.lock     held (flock) by the one process writing the directory
     .lock            held by the sweep that claimed the run
 
+A finished run's *record* is config.yaml, metrics.csv, summary.json and spec.json: a few KiB
+that every report is made from. :meth:`RunDirectory.copy_record` copies it alone (no checkpoint,
+no logger files), and a run directory holding only its record still counts as finished, so an
+archive of records can be committed beside the reports and later sweeps skip its runs.
+
 Every file is written atomically. The checkpoint is the source of truth: metrics.csv is
 derived from its history, so a CSV that disagrees with the summary's recorded digest (an edit,
 a kill between two writes) is rebuilt from the checkpoint, never trusted. The engine, MAML,
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from attnact.fileio import (
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     exclusive_lock,
@@ -68,6 +74,7 @@ class RunDirectory:
     MLFLOW = "mlruns"
     WRITER_LOCK = ".writer.lock"
     SWEEP_LOCK = ".lock"
+    RECORD = (CONFIG, METRICS, SUMMARY, SPEC)  # what a finished run is read back from
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -230,3 +237,18 @@ class RunDirectory:
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.path / name).unlink()
+
+    def copy_record(self, dest: str | Path) -> list[str]:
+        """Copy this run's record files (:attr:`RECORD`, those present) into the run directory
+        ``dest``, each written atomically, the summary last so that an interrupted copy never
+        looks finished; returns the names copied."""
+        target = RunDirectory(dest)
+        target.path.mkdir(parents=True, exist_ok=True)
+        names = [n for n in self.RECORD if n != self.SUMMARY] + [self.SUMMARY]
+        copied = []
+        for name in names:
+            source = self.path / name
+            if source.is_file():
+                atomic_write_bytes(target.path / name, source.read_bytes())
+                copied.append(name)
+        return copied
