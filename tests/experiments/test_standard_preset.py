@@ -127,3 +127,28 @@ def test_budget_report_and_claims_read_each_length_as_its_own_difference(tmp_pat
     c3 = next(line for line in text.splitlines() if line.startswith("| **C3**"))
     assert "`atac-ablation` (standard)" in c3 and "+0.50 [+0.50, +0.50]" in c3
     assert "atac-budget" in c3  # the budget curve is named beside the verdict
+
+
+def test_standard_reports_state_the_design_target_and_the_achieved_widths(tmp_path):
+    """ATAC − ReLU per seed fabricated as +0.2, +0.9, −0.1, +0.6 at every length: the report
+    names the ±0.5 target and gives the Student-t half-width t₀.₉₇₅(3) · sd / √4 of those
+    differences (scipy's, not the report's own statistics) as what the design detects."""
+    from scipy import stats
+
+    deltas = [0.2, 0.9, -0.1, 0.6]
+    exp = get_experiment("atac-budget")
+    store = RunStore(tmp_path / "runs")
+    for spec in exp.grid("standard", 4):
+        c = spec.coords
+        _fake(store, spec, 85.0 + c["seed"] + (deltas[c["seed"]] if c["unit"] == "atac" else 0))
+    result = reproduce("atac-budget", preset="standard", seeds=4, runs=tmp_path / "runs",
+                       out=tmp_path / "rep", report_only=True, log=quiet)
+    md = result.files["table.md"].read_text()
+    assert "**Design target:** paired differences with 95% intervals within ±0.5 points" in md
+    half = stats.t.ppf(0.975, 3) * stats.tstd(deltas) / len(deltas) ** 0.5
+    precision = md.split("## Precision of the paired differences")[1]
+    assert f"3 paired difference(s) with 4 seeds: 95% CI half-width median ±{half:.2f}" in precision
+    # the quick preset has no target; its report still says what it can resolve
+    quick = get_experiment("atac-ablation")
+    assert quick.precision_targets.get("quick") is None
+    assert get_experiment("elsa").precision_targets["standard"] == 2.0

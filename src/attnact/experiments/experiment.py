@@ -45,6 +45,9 @@ class Experiment(abc.ABC):
     source: ClassVar[str]  # where in which paper, e.g. "Dai et al., ICPR 2020, Table III"
     presets: ClassVar[tuple[str, ...]] = ("paper", "quick")
     default_seeds: ClassVar[Mapping[str, int]] = {"paper": 3, "quick": 2}
+    # per preset, the half-width (points) its paired differences' 95% intervals are designed to
+    # reach; the report header states it beside the achieved widths
+    precision_targets: ClassVar[Mapping[str, float]] = {}
 
     @abc.abstractmethod
     def grid(self, preset: str, seeds: int) -> list[RunSpec]:

@@ -37,6 +37,7 @@ __all__ = [
     "header",
     "markdown",
     "plot_series",
+    "precision_section",
     "stats_rows",
     "write_tables",
 ]
@@ -166,7 +167,9 @@ def write_tables(
     """``table.md`` (header + markdown sections), ``table.tex`` (one table per entry of
     ``latex``: caption, rows) and ``summary.csv`` (one numeric row per grid point)."""
     md = head.rstrip() + "\n"
-    for title, body in sections:
+    precision = precision_section(summary_rows)
+    for title, body in [*sections, *([("Precision of the paired differences", precision)]
+                                     if precision else [])]:
         md += f"\n## {title}\n\n{body.rstrip()}\n"
     tex = "\n".join(to_latex(rows, caption=caption) for caption, rows in latex if rows)
     return {
@@ -174,6 +177,38 @@ def write_tables(
         "table.tex": atomic_write_text(out / "table.tex", tex or "% no finished runs yet\n"),
         "summary.csv": atomic_write_text(out / "summary.csv", to_csv(list(summary_rows))),
     }
+
+
+def precision_section(summary_rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the design can resolve: the half-widths of the paired differences' 95% intervals
+    (``diff_ci_low``/``diff_ci_high`` of :meth:`GroupStats.numeric` rows with two or more seeds).
+    The half-width is the smallest effect the design detects: a true Δ much smaller than it is
+    not told apart from zero. '' when the report has no paired differences."""
+    widths = []
+    for row in summary_rows:
+        lo, hi, n = row.get("diff_ci_low"), row.get("diff_ci_high"), row.get("n_seeds")
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and (n or 0) >= 2:
+            widths.append(((hi - lo) / 2, row))
+    if not widths:
+        return ""
+    widths.sort(key=lambda w: w[0])
+    half = [w for w, _ in widths]
+    seeds = sorted({int(r["n_seeds"]) for _, r in widths})
+    span = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+
+    def where(row: Mapping[str, Any]) -> str:
+        skip = {"n_seeds", "mean", "std", "ci_low", "ci_high", "diff_mean", "diff_ci_low",
+                "diff_ci_high", "paper", "seed"}
+        return ", ".join(f"{k} {v}" for k, v in row.items() if k not in skip and v is not None)
+
+    return (
+        f"{len(half)} paired difference(s) with {span} seeds: 95% CI half-width "
+        f"median ±{float(np.median(half)):.2f} points, narrowest ±{half[0]:.2f} "
+        f"({where(widths[0][1])}), widest ±{half[-1]:.2f} ({where(widths[-1][1])}). The "
+        f"half-width is the smallest difference this design detects: a true Δ much smaller than "
+        f"it cannot be told apart from zero here, and a Δ whose interval excludes zero is a "
+        f"difference at the 95% level (not corrected for the number of comparisons).\n"
+    )
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], note: str = "") -> str:
@@ -203,6 +238,11 @@ def header(exp: Experiment, context: ReportContext, results: Results) -> str:
         f"**Command:** `{context.command}`",
         "",
     ]
+    target = exp.precision_targets.get(context.preset)
+    if target is not None:
+        lines += [f"**Design target:** paired differences with 95% intervals within ±{target:g} "
+                  f"points (the achieved widths: *Precision of the paired differences*, below).",
+                  ""]
     if context.where:
         sel = "; ".join(f"{k} in {{{', '.join(v)}}}" for k, v in context.where.items())
         lines += [f"**Selection:** only runs with {sel}.", ""]
