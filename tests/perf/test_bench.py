@@ -4,6 +4,7 @@ AReLU Function saving what ReLU saves), skipped variants, the files and the CLI'
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,6 +73,17 @@ def test_write_bench_and_cli(tiny_hosts, tmp_path, capsys):
     files = write_bench(rows, tmp_path, name="t", command="attnact bench test", rounds=1)
     data = json.loads(files["json"].read_text())
     assert data["meta"]["command"] == "attnact bench test"
+    # the code that made the figures, as git sees this checkout (the figures are evidence)
+    import subprocess
+
+    import attnact
+    head = subprocess.run(["git", "-C", str(Path(attnact.__file__).parent), "rev-parse", "HEAD"],
+                          capture_output=True, text=True)
+    if head.returncode == 0:
+        assert data["meta"]["code"]["git"]["commit"] == head.stdout.strip()
+        made_by = f"attnact {attnact.__version__}@{head.stdout.strip()[:12]}"
+        assert made_by in files["md"].read_text()
+    assert data["meta"]["code"]["attnact"] == attnact.__version__
     assert [r["variant"] for r in data["results"]] == ["relu", "tanh"]
     assert "| tiny_unit | tanh |" in files["md"].read_text()
     assert main(["bench", "--hosts", "tiny_unit", "--variants", "arelu", "--rounds", "1",

@@ -476,8 +476,12 @@ def write_bench(results: Sequence[BenchResult], out: str | Path, *, name: str, c
                 load: Sequence[float] | None = None) -> dict[str, Path]:
     """``<out>/<name>.json`` and ``<out>/<name>.md`` (atomically); ``bandwidth`` (bytes/s by
     name) and ``load`` (load averages seen during the run) are recorded with the table."""
+    from attnact.train.provenance import code_identity, current_code
+
+    code = current_code()  # which code made the figures (a dirty tree says so)
     meta = {
         "command": command,
+        "code": code, "made_by": f"attnact {code_identity(code)}",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": str(torch.__version__), "python": platform.python_version(),
         "machine": platform.machine(), "threads": torch.get_num_threads(), "rounds": rounds,
@@ -494,7 +498,8 @@ def write_bench(results: Sequence[BenchResult], out: str | Path, *, name: str, c
                     "those extra bytes over the extra time (whole step for the bare unit). ")
     if load:
         context += "Load average during the run: " + ", ".join(f"{v:.2f}" for v in load) + "."
-    md = (f"# attnact bench: {name}\n\n`{command}` — {meta['date']}, torch {meta['torch']}, "
+    md = (f"# attnact bench: {name}\n\n`{command}` — {meta['made_by']}, {meta['date']}, "
+          f"torch {meta['torch']}, "
           f"{meta['threads']} thread(s), median of {rounds} interleaved rounds; ratios only "
           f"(DESIGN.md, Performance: how to measure). Saved bytes: tensors autograd keeps for "
           f"backward in one training forward, parameters excluded. Compiled-model rows are "
