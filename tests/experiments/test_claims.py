@@ -208,3 +208,11 @@ def test_committed_claims_are_up_to_date_with_the_committed_reports() -> None:
     committed = (REPORTS / "CLAIMS.md").read_text()
     assert committed == cl.claims_markdown(REPORTS), (
         "reports/CLAIMS.md is out of date with the reports: run `attnact reproduce --claims`")
+
+
+def test_preferred_evidence_must_measure_what_the_claim_measures():
+    own = cl.Comparison("unit", (("atac", "relu"),))
+    other = cl.Comparison("unit", (("atac", "relu"),), metric="first_epoch_top1")
+    with pytest.raises(ValueError, match="same metric"):
+        cl.Claim("X1", "a paper", "a statement", "a number", "atac-ablation", own,
+              prefer=(("atac-budget", other),))

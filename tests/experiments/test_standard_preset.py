@@ -123,10 +123,27 @@ def test_budget_report_and_claims_read_each_length_as_its_own_difference(tmp_pat
     done = reproduce("atac-ablation", preset="standard", seeds=3, runs=tmp_path / "runs",
                      out=reports / "atac-ablation" / "standard", report_only=True, log=quiet)
     assert done.ok
+    # C3 prefers the budget curve's longest training (12 epochs: +1) to the ablation's 4
     text = claims_markdown(reports)
     c3 = next(line for line in text.splitlines() if line.startswith("| **C3**"))
+    assert "`atac-budget` (standard)" in c3 and "+1.00 [+1.00, +1.00]" in c3
+    assert "[atac-budget/standard](./atac-budget/standard/table.md)" in c3
+    # without a budget report it is the ablation's standard report, the middle length (+0.5)
+    (reports / "atac-budget" / "standard" / "results.csv").unlink()
+    c3 = next(line for line in claims_markdown(reports).splitlines()
+              if line.startswith("| **C3**"))
     assert "`atac-ablation` (standard)" in c3 and "+0.50 [+0.50, +0.50]" in c3
-    assert "atac-budget" in c3  # the budget curve is named beside the verdict
+
+
+def test_c3_prefers_the_longest_budget_of_each_cpu_preset():
+    from attnact.experiments.claims import CLAIMS
+
+    c3 = next(c for c in CLAIMS if c.id == "C3")
+    (experiment, comparison), = c3.prefer
+    assert experiment == "atac-budget"
+    assert comparison.where["train_epochs"] == tuple(
+        str(max(BUDGET_EPOCHS[p])) for p in ("quick", "standard"))
+    assert comparison.where["b"] == ("1",)
 
 
 def test_standard_reports_state_the_design_target_and_the_achieved_widths(tmp_path):
