@@ -165,6 +165,9 @@ def test_standard_reports_state_the_design_target_and_the_achieved_widths(tmp_pa
     half = stats.t.ppf(0.975, 3) * stats.tstd(deltas) / len(deltas) ** 0.5
     precision = md.split("## Precision of the paired differences")[1]
     assert f"3 paired difference(s) with 4 seeds: 95% CI half-width median ±{half:.2f}" in precision
+    # the narrowest and widest are named by their grid point, without the statistics columns
+    assert "train_epochs" in precision and "unit atac" in precision
+    assert not any(k in precision for k in ("diff_mean", "n_seeds", "ci_low"))
     # the quick preset has no target; its report still says what it can resolve
     quick = get_experiment("atac-ablation")
     assert quick.precision_targets.get("quick") is None

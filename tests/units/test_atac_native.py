@@ -11,6 +11,7 @@ running statistics in either BatchNorm. Comparisons are with ``implementation="r
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -281,9 +282,9 @@ def _mapped(name: str) -> set[str]:
         return {line.split()[-1] for line in maps if name in line and "/" in line}
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity")
+@pytest.mark.skipif(not sys.platform.startswith("linux")
                     or "backend: OpenMP" not in torch.__config__.parallel_info(),
-                    reason="a Linux process with an OpenMP build of PyTorch")
+                    reason="Linux (/proc/self/maps) and an OpenMP build of PyTorch")
 def test_kernels_share_torchs_openmp_runtime():
     # The kernels' at::parallel_for is an OpenMP region only when the extension is compiled with
     # -fopenmp (without it they ran serially); and a second OpenMP runtime beside torch's own

@@ -209,11 +209,7 @@ class Finding:
     preset: str | None  # None: no report of the experiment
     effects: tuple[Effect, ...]
     datasets: tuple[str, ...]
-    experiment: str = ""  # the report used: the claim's experiment or one it prefers
-
-    def __post_init__(self) -> None:
-        if not self.experiment:
-            object.__setattr__(self, "experiment", self.claim.experiment)
+    experiment: str  # the report used (or missing): the claim's experiment or one it prefers
 
     @property
     def verdict(self) -> str:
@@ -257,20 +253,11 @@ def evidence(claim: Claim, reports: Path) -> tuple[str, str, Path, Comparison | 
     return None
 
 
-def report_dir(reports: Path, experiment: str) -> tuple[str, Path] | None:
-    """The preferred preset's report directory of ``experiment`` that has a results.csv."""
-    for preset in PRESET_PREFERENCE:
-        d = reports / experiment / preset
-        if (d / "results.csv").is_file():
-            return preset, d
-    return None
-
-
 def evaluate(claim: Claim, reports: Path) -> Finding:
     """The evidence for ``claim`` in the reports tree ``reports``."""
     found = evidence(claim, reports)
     if found is None:
-        return Finding(claim, None, (), ())
+        return Finding(claim, None, (), (), claim.experiment)
     experiment, preset, d, comparison = found
     rows = read_results(d / "results.csv")
     datasets = tuple(sorted({r.get("dataset") or r.get("transfer") or "?" for r in rows}))

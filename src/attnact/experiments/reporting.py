@@ -15,7 +15,7 @@ import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -69,6 +69,11 @@ class GroupStats:
             return "–"
         text = f"{self.diff.mean:+.{digits}f}"
         return f"{text} {self.diff.format_ci(digits=digits)}" if self.diff.n >= 2 else text
+
+    # the columns numeric() adds to the coordinates
+    STATISTICS: ClassVar[frozenset[str]] = frozenset({
+        "n_seeds", "mean", "std", "ci_low", "ci_high", "diff_mean", "diff_ci_low",
+        "diff_ci_high", "paper"})
 
     def numeric(self) -> dict[str, Any]:
         """Plain numbers for CSV (NaN where undefined)."""
@@ -168,8 +173,9 @@ def write_tables(
     ``latex``: caption, rows) and ``summary.csv`` (one numeric row per grid point)."""
     md = head.rstrip() + "\n"
     precision = precision_section(summary_rows)
-    for title, body in [*sections, *([("Precision of the paired differences", precision)]
-                                     if precision else [])]:
+    if precision:
+        sections = [*sections, ("Precision of the paired differences", precision)]
+    for title, body in sections:
         md += f"\n## {title}\n\n{body.rstrip()}\n"
     tex = "\n".join(to_latex(rows, caption=caption) for caption, rows in latex if rows)
     return {
@@ -196,10 +202,9 @@ def precision_section(summary_rows: Sequence[Mapping[str, Any]]) -> str:
     seeds = sorted({int(r["n_seeds"]) for _, r in widths})
     span = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
 
-    def where(row: Mapping[str, Any]) -> str:
-        skip = {"n_seeds", "mean", "std", "ci_low", "ci_high", "diff_mean", "diff_ci_low",
-                "diff_ci_high", "paper", "seed"}
-        return ", ".join(f"{k} {v}" for k, v in row.items() if k not in skip and v is not None)
+    def where(row: Mapping[str, Any]) -> str:  # the grid point: the row without its statistics
+        return ", ".join(f"{k} {v}" for k, v in row.items()
+                         if k not in GroupStats.STATISTICS and v is not None)
 
     return (
         f"{len(half)} paired difference(s) with {span} seeds: 95% CI half-width "
