@@ -32,7 +32,7 @@ def test_only_the_central_claims_have_a_standard_preset():
 
 
 @pytest.mark.parametrize("name", ["atac-ablation", "atac-activations"])
-def test_atac_standard_grid_is_b1_on_ten_thousand_images_for_four_epochs(name):
+def test_atac_standard_grid_is_b1_on_ten_thousand_images_for_twelve_epochs(name):
     exp = get_experiment(name)
     seeds = exp.default_seeds["standard"]
     assert seeds >= 5  # the issue's floor
@@ -42,8 +42,9 @@ def test_atac_standard_grid_is_b1_on_ten_thousand_images_for_four_epochs(name):
         c = s.config
         assert s.coords["b"] == 1 and c.model_kwargs["blocks"] == 1
         assert (c.dataset, c.pad_to, c.limit_train, c.limit_test, c.epochs) == (
-            "fashion_mnist", 32, 10_000, None, 4)
+            "fashion_mnist", 32, 10_000, None, 12)
         assert c.channels_last and c.schedule == "cosine" and c.optimizer == "nag"
+        assert s.key == f"fashion_mnist-b1-{s.coords['unit']}-e12-seed{s.coords['seed']}"
 
 
 def test_standard_runs_are_shared_between_ablation_activations_and_the_budget_curve():
@@ -53,15 +54,15 @@ def test_standard_runs_are_shared_between_ablation_activations_and_the_budget_cu
     budget = {s.key: s for s in get_experiment("atac-budget").grid("standard", 6)}
     shared = set(ablation) & set(activations)
     assert {k.split("-")[2] for k in shared} == {"relu", "atac"} and len(shared) == 12
-    middle = {k for k, s in budget.items() if s.coords["train_epochs"] == 4}
-    assert middle == shared
-    for k in middle:  # the same run: same key and the same config
+    longest = {k for k, s in budget.items() if s.coords["train_epochs"] == 12}
+    assert longest == shared
+    for k in longest:  # the same run: same key and the same config
         assert budget[k].config == ablation[k]
     lengths = sorted({s.coords["train_epochs"] for s in budget.values()})
     assert lengths == list(BUDGET_EPOCHS["standard"]) and len(lengths) >= 3
-    for s in budget.values():
+    for s in budget.values():  # every standard key names its length
         assert s.config.epochs == s.coords["train_epochs"]
-        assert ("-e" in s.key) == (s.coords["train_epochs"] != 4)
+        assert f"-e{s.coords['train_epochs']}-" in s.key
 
 
 def test_budget_curve_paper_lengths_scale_the_lr_steps():
@@ -98,7 +99,8 @@ def _fake(store: RunStore, spec, top1: float) -> None:
 def test_budget_report_and_claims_read_each_length_as_its_own_difference(tmp_path):
     """ATAC − ReLU fabricated as −1 at 1 epoch, +0.5 at 4 and +1 at 12 (plus seed noise common
     to both units): the report's paired differences are exactly those, and CLAIMS.md reads the
-    standard report of atac-ablation (the middle length) before the quick one."""
+    budget curve's longest length, or else the standard report of atac-ablation (the same
+    12-epoch runs), before the quick one."""
     exp = get_experiment("atac-budget")
     store = RunStore(tmp_path / "runs")
     gap = {1: -1.0, 4: 0.5, 12: 1.0}
@@ -115,7 +117,7 @@ def test_budget_report_and_claims_read_each_length_as_its_own_difference(tmp_pat
     assert "+1.00 [1.00, 1.00]" in md
     rows = list(csv.DictReader(result.files["results.csv"].open()))
     assert sorted({int(r["train_epochs"]) for r in rows}) == [1, 4, 12]
-    # the ablation's standard report is made of the same store's b = 1 runs at 4 epochs
+    # the ablation's standard report is made of the same store's b = 1 runs at 12 epochs
     ablation = get_experiment("atac-ablation")
     for spec in ablation.grid("standard", 3):
         if spec.coords["unit"] not in ("relu", "atac"):
@@ -123,16 +125,16 @@ def test_budget_report_and_claims_read_each_length_as_its_own_difference(tmp_pat
     done = reproduce("atac-ablation", preset="standard", seeds=3, runs=tmp_path / "runs",
                      out=reports / "atac-ablation" / "standard", report_only=True, log=quiet)
     assert done.ok
-    # C3 prefers the budget curve's longest training (12 epochs: +1) to the ablation's 4
+    # C3 prefers the budget curve's longest training (12 epochs: +1) to the ablation
     text = claims_markdown(reports)
     c3 = next(line for line in text.splitlines() if line.startswith("| **C3**"))
     assert "`atac-budget` (standard)" in c3 and "+1.00 [+1.00, +1.00]" in c3
     assert "[atac-budget/standard](./atac-budget/standard/table.md)" in c3
-    # without a budget report it is the ablation's standard report, the middle length (+0.5)
+    # without a budget report it is the ablation's standard report: the same 12-epoch runs
     (reports / "atac-budget" / "standard" / "results.csv").unlink()
     c3 = next(line for line in claims_markdown(reports).splitlines()
               if line.startswith("| **C3**"))
-    assert "`atac-ablation` (standard)" in c3 and "+0.50 [+0.50, +0.50]" in c3
+    assert "`atac-ablation` (standard)" in c3 and "+1.00 [+1.00, +1.00]" in c3
 
 
 def test_c3_prefers_the_longest_budget_of_each_cpu_preset():
