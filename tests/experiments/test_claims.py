@@ -54,6 +54,21 @@ def test_two_seeds_paired_interval_from_the_t_table() -> None:
     assert e.verdict == cl.UNDETERMINED
 
 
+def test_identical_differences_decide_nothing() -> None:
+    # both seeds −1.40 (as xUnit − ATAC in the quick atac-activations report): a zero-width
+    # t interval entirely below 0, which is no evidence of the seed-to-seed variance
+    rows = _rows({"atac": [81.35, 82.75], "xunit": [82.75, 84.15]}, b="2")
+    (e,) = cl.paired_effects(rows, cl.Comparison("unit", (("atac", "xunit"),)))
+    assert e.diff.mean == pytest.approx(-1.4) and e.diff.half_width == pytest.approx(0, abs=1e-9)
+    assert cl.verdict(e.diff.ci_low, e.diff.ci_high) == cl.CONTRADICTED  # the interval alone
+    assert not e.has_spread and e.verdict == cl.UNDETERMINED
+    assert "no spread" in cl._effect_text(e, ())
+    # the same mean with a little spread is a verdict again
+    rows = _rows({"atac": [81.35, 82.70], "xunit": [82.75, 84.15]}, b="2")
+    (e,) = cl.paired_effects(rows, cl.Comparison("unit", (("atac", "xunit"),)))
+    assert e.has_spread and e.verdict == cl.CONTRADICTED
+
+
 def test_five_seeds_supported_and_reversed_contradicted() -> None:
     # differences 1.0, 1.2, 1.1, 0.9, 1.3: mean 1.1, s = 0.1581, half-width 0.1963
     atac = [90.0, 90.2, 90.1, 89.9, 90.3]

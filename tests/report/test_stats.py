@@ -58,3 +58,24 @@ def test_errors():
         paired_difference([1, 2], [1])
     with pytest.raises(ValueError, match="confidence"):
         summarize([1, 2], confidence=1.5)
+
+
+def test_identical_values_have_no_spread_and_a_zero_width_interval():
+    # 83.10 − 81.70 and 84.50 − 83.10 are both 1.40 up to float rounding
+    tied = paired_difference([83.10, 84.50], [81.70, 83.10])
+    assert tied.half_width == pytest.approx(0, abs=1e-9) and not tied.has_spread
+    assert paired_difference([83.10, 84.55], [81.70, 83.10]).has_spread
+    assert not summarize([1.0]).has_spread  # one value: no interval at all
+
+
+def test_precision_section_leaves_out_differences_without_spread():
+    from attnact.experiments.reporting import precision_section
+
+    rows = [
+        {"unit": "xunit", "n_seeds": 2, "diff_ci_low": -1.4, "diff_ci_high": -1.4},
+        {"unit": "swish", "n_seeds": 2, "diff_ci_low": -3.0, "diff_ci_high": 1.0},
+    ]
+    text = precision_section(rows)
+    assert "1 paired difference(s) with 2 seeds" in text and "narrowest ±2.00" in text
+    assert "Left out: 1 difference(s) that are the same on every seed" in text
+    assert "Left out" not in precision_section(rows[1:])

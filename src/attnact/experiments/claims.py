@@ -8,7 +8,10 @@ paper says it is positive. The verdict of one comparison:
 
 * supported — its 95% Student-t interval lies entirely above zero;
 * contradicted — entirely below zero;
-* not determined at this budget — the interval contains zero (or there are fewer than 2 seeds).
+* not determined at this budget — the interval contains zero, or there are fewer than 2 seeds,
+  or every seed gives the same difference (no spread: a zero-width interval that says nothing
+  about the seed-to-seed variance; two seeds give it easily, accuracies being multiples of one
+  test image).
 
 A claim over several comparisons ("ATAC above every other unit") is supported when all are
 supported and contradicted when any is contradicted (rule ``all``); a claim "for most cases"
@@ -123,7 +126,14 @@ class Effect:
 
     @property
     def verdict(self) -> str:
+        if not self.has_spread:
+            return UNDETERMINED
         return verdict(self.diff.ci_low, self.diff.ci_high)
+
+    @property
+    def has_spread(self) -> bool:
+        """Whether the seeds' differences vary: without that the interval is no evidence."""
+        return self.diff.has_spread
 
     def label(self, shown: Sequence[str]) -> str:
         where = ", ".join(f"{k}={v}" for k, v in self.at if k in shown)
@@ -273,6 +283,8 @@ def _effect_text(e: Effect, shown: Sequence[str]) -> str:
     d = e.diff
     if d.n < 2:
         return f"{e.label(shown)}: {_num(d.mean)} (1 seed, no interval)"
+    if not e.has_spread:
+        return f"{e.label(shown)}: {_num(d.mean)} (the same on all {d.n} seeds: no spread)"
     return f"{e.label(shown)}: {_num(d.mean)} [{_num(d.ci_low)}, {_num(d.ci_high)}]"
 
 
@@ -303,7 +315,7 @@ def _evidence_cell(f: Finding) -> str:
 
 
 def _detectable_cell(f: Finding) -> str:
-    hw = [e.diff.half_width for e in f.effects if e.diff.n >= 2]
+    hw = [e.diff.half_width for e in f.effects if e.has_spread]
     if not hw:
         return "–"
     lo, hi = min(hw), max(hw)
@@ -346,7 +358,8 @@ def claims_markdown(reports: Path, claims: Sequence[Claim] | None = None) -> str
         "paper favours) − (the other), in accuracy points, over the seed indices both share "
         "(same data order), with a Student-t 95% interval. Verdict of one Δ: *supported* when "
         "its interval lies above 0, *contradicted* when below, *not determined at this budget* "
-        "when it contains 0. A claim over several Δ is supported when all are (\"for most "
+        "when it contains 0 or when every seed gives the same Δ (no spread, so no interval). "
+        "A claim over several Δ is supported when all are (\"for most "
         "cases\": more than half) and contradicted when any is (\"most\": at least half); "
         "intervals are not corrected for the number of Δ. *Detectable* is the interval's "
         "half-width: smaller true effects cannot be told from 0 at this budget. The `standard` "

@@ -24,7 +24,7 @@ from attnact.experiments.results import Results
 from attnact.experiments.store import RunRecord
 from attnact.fileio import atomic_write_text
 from attnact.report.figures import figure
-from attnact.report.stats import Summary, paired_difference, summarize
+from attnact.report.stats import NO_SPREAD, Summary, paired_difference, summarize
 from attnact.report.tables import to_csv, to_latex, to_markdown
 from attnact.train.provenance import summary_lines as provenance_lines
 
@@ -190,11 +190,14 @@ def precision_section(summary_rows: Sequence[Mapping[str, Any]]) -> str:
     (``diff_ci_low``/``diff_ci_high`` of :meth:`GroupStats.numeric` rows with two or more seeds).
     The half-width is the smallest effect the design detects: a true Δ much smaller than it is
     not told apart from zero. '' when the report has no paired differences."""
-    widths = []
+    widths, flat = [], 0
     for row in summary_rows:
         lo, hi, n = row.get("diff_ci_low"), row.get("diff_ci_high"), row.get("n_seeds")
         if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and (n or 0) >= 2:
-            widths.append(((hi - lo) / 2, row))
+            if hi - lo > 2 * NO_SPREAD:
+                widths.append(((hi - lo) / 2, row))
+            else:  # every seed the same Δ: a zero-width interval, not a precision
+                flat += 1
     if not widths:
         return ""
     widths.sort(key=lambda w: w[0])
@@ -212,7 +215,10 @@ def precision_section(summary_rows: Sequence[Mapping[str, Any]]) -> str:
         f"({where(widths[0][1])}), widest ±{half[-1]:.2f} ({where(widths[-1][1])}). The "
         f"half-width is the smallest difference this design detects: a true Δ much smaller than "
         f"it cannot be told apart from zero here, and a Δ whose interval excludes zero is a "
-        f"difference at the 95% level (not corrected for the number of comparisons).\n"
+        f"difference at the 95% level (not corrected for the number of comparisons)."
+        + (f" Left out: {flat} difference(s) that are the same on every seed (no spread, so "
+           f"their zero-width interval measures nothing)." if flat else "")
+        + "\n"
     )
 
 

@@ -13,7 +13,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Summary", "paired_difference", "summarize"]
+__all__ = ["NO_SPREAD", "Summary", "paired_difference", "summarize"]
+
+#: A standard deviation at or below this is no spread: identical values up to the rounding of
+#: float arithmetic (accuracies are multiples of one test image, so two seeds can tie exactly).
+NO_SPREAD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,12 @@ class Summary:
     @property
     def half_width(self) -> float:
         return (self.ci_high - self.ci_low) / 2
+
+    @property
+    def has_spread(self) -> bool:
+        """Two or more values that differ: only then is the interval an estimate of anything
+        (identical values give a zero-width interval whatever the variance really is)."""
+        return self.n >= 2 and self.std > NO_SPREAD
 
     def format(self, scale: float = 1.0, digits: int = 2) -> str:
         """``mean ± std`` scaled (e.g. 100 for percentages); just the mean when n = 1."""
