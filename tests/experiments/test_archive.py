@@ -110,7 +110,8 @@ def test_archive_never_overwrites_and_refuses_unfinished_runs(tiny, tmp_path, ca
     assert main(["reproduce", "tiny-archive", "--seeds", "1", "--runs", str(runs),
                  "--archive", str(tmp_path / "archive2")]) == 0
     out = capsys.readouterr().out
-    assert f"not unfinished {other}" in " ".join(out.split()) and "2 copied" in out
+    assert f"left unfinished {other}" in " ".join(out.split()) and "2 copied" in out
+    assert "1 left unfinished" in out
 
     assert main(["reproduce", "tiny-archive", "--runs", str(runs), "--archive", str(runs)]) == 2
     assert "is the run store itself" in capsys.readouterr().err

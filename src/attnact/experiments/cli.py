@@ -106,9 +106,9 @@ def _archive(store: RunStore, experiment: str, specs: list[RunSpec], into: RunSt
     counts: dict[str, int] = {}
     for spec in specs:
         status = store.status(spec.key)
-        outcome = store.archive(spec.key, into) if status == "finished" else f"not {status}"
+        outcome = store.archive(spec.key, into) if status == "finished" else f"left {status}"
         counts[outcome] = counts.get(outcome, 0) + 1
-        if outcome.startswith("not"):
+        if outcome.startswith("left"):
             print(f"{outcome:<14} {spec.key}")
     store.archive_sweeps(into, experiment)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
