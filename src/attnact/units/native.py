@@ -371,13 +371,13 @@ def _register_bn_atac(fwd_bytes: Callable[[Any, Any], int],
         return fwd_bytes(atac_args, out) + (c_bytes if batch0 else 0)
 
     def bn_bwd_bytes(args: Any, out: Any) -> int:
-        # ATAC's backward passes over c (as x; they write dx), then ATen's BatchNorm backward:
-        # reads dx and c for its sums and again for dc, which it writes
+        # ATAC's backward passes over c (as x; the one that writes dx also adds up BN0's sums),
+        # then BN0's input gradient in place: reads dx and c, writes dc
         grad, c, z1 = args[0], args[1], args[2]
         cb: int = c.numel() * c.element_size()
         atac_args = (grad, c, z1, args[7], *args[8:13], *args[13:17], args[18], args[19],
                      args[21], args[22], args[23])
-        return bwd_bytes(atac_args, out) + 5 * cb
+        return bwd_bytes(atac_args, out) + 3 * cb
 
     TRAFFIC["attnact.bn_atac_forward"] = bn_fwd_bytes
     TRAFFIC["attnact.bn_atac_backward"] = bn_bwd_bytes

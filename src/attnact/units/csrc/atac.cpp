@@ -204,6 +204,45 @@ void load_x(const T* src, const Layout& L, int64_t n, int64_t q0, int64_t cnt, i
   }
 }
 
+// BN0's backward folded into the ATAC backward pass that makes dx (bn_atac_backward): that
+// pass also has c's tile, so it adds up sum dx and sum dx * x^ (x^ = (c - mean0) rstd0 in
+// hat) per channel, and one element-wise pass dc = k0 (dx - mean dx - x^ mean(dx x^))
+// finishes the gradient in place: it reads dx and c once, where ATen's BatchNorm backward reads
+// both twice (once for the sums, once for dc).
+template <typename T>
+struct Bn0Grad {
+  std::vector<T> isc, ish;   // x = c * isc + ish (BN0 folded, as in forward)
+  std::vector<T> hsc, hsh;   // x^ = c * hsc + hsh
+  std::vector<std::vector<double>> parts;  // per chunk: [sum dx | sum dx x^]
+};
+
+// load_x that also leaves x^ in hat. Padding lanes of hat are not zero; dx is there, so they
+// add nothing to the sums.
+template <typename T>
+void load_x_hat(const T* src, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t ch,
+                T* buf, T* hat, const Bn0Grad<T>& b) {
+  load(src, L, n, q0, cnt, ch, buf);
+  row_t<T> mask = {};
+  for (int64_t t = 0; t < TILE; ++t) mask[t] = t < cnt ? T(1) : T(0);
+  for (int64_t c = 0; c < ch; ++c) {
+    const row_t<T> v = ld(buf + c * TILE);
+    st(hat + c * TILE, v * b.hsc[c] + b.hsh[c]);
+    row_t<T> x = v * b.isc[c] + b.ish[c];
+    if (cnt < TILE) x *= mask;
+    st(buf + c * TILE, x);
+  }
+}
+
+// lane[c] += d[c], lane[ch + c] += d[c] * h[c] for one tile
+template <typename T>
+void accumulate_products(const T* d, const T* h, int64_t ch, T* lane) {
+  for (int64_t c = 0; c < ch; ++c) {
+    const row_t<T> v = ld(d + c * TILE);
+    st(lane + c * TILE, ld(lane + c * TILE) + v);
+    st(lane + (ch + c) * TILE, ld(lane + (ch + c) * TILE) + v * ld(h + c * TILE));
+  }
+}
+
 // The kernels' own intermediates (z1 kept for backward, gh1 and g*s between backward passes)
 // are stored tile by tile in the buffers' [channel][pixel] order: written by a copy, read in
 // place.
@@ -553,13 +592,15 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
                                       const at::Tensor& var2, bool batch1, bool batch2,
                                       double eps1, double eps2, bool relu,
                                       const std::vector<T>& isc = {},
-                                      const std::vector<T>& ish = {}) {
+                                      const std::vector<T>& ish = {},
+                                      Bn0Grad<T>* bn0 = nullptr) {
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), C1 = w1.size(0);
   const bool cl = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const Layout L{N, HW, cl};
   const Tiles tiles(N, HW);
   const int64_t nchunks = chunk_count(tiles);
+  if (bn0) bn0->parts.assign(nchunks, std::vector<double>(2 * C, 0.0));
   const double count = static_cast<double>(N * HW);
   auto gc = g.contiguous(fmt);
   const T* gp = gc.data_ptr<T>();
@@ -679,13 +720,19 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
     std::vector<T> xb(C * TILE), zb(C1 * TILE), ab(C1 * TILE), z2b(C * TILE), sb(C * TILE),
         gb(C * TILE), hb(C * TILE), dab(C1 * TILE), dz1b(C1 * TILE), dxb(C * TILE),
         dz2b(C * TILE), dxo(C * TILE), l2(2 * C * TILE, T(0)), l1(2 * C1 * TILE, T(0));
+    const bool sums0 = bn0 && !batch1;  // dx is final in this pass: BN0's sums here
+    std::vector<T> hat(sums0 ? C * TILE : 0), l0(sums0 ? 2 * C * TILE : 0, T(0));
     OuterSum<T> ow2(C, C1, dw2_parts[k].data()), ow1(batch1 ? 0 : C1, C, dw1_parts[k].data());
     const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
     for (int64_t i = lo; i < hi; ++i) {
       int64_t n, q0, cnt;
       tiles.at(i, n, q0, cnt);
       const bool need_x = !zp || !batch2 || !batch1;
-      if (need_x) load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
+      if (sums0) {
+        load_x_hat(xp, L, n, q0, cnt, C, xb.data(), hat.data(), *bn0);
+      } else if (need_x) {
+        load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
+      }
       const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
       if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
       gate.act(zt, ab.data());
@@ -740,16 +787,19 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
         for (int64_t e = 0; e < C * TILE; e += TILE)
           st(dxo.data() + e, ld(gst + e) + ld(hb.data() + e));
         store(dxp, L, n, q0, cnt, C, dxo.data());
+        if (sums0) accumulate_products(dxo.data(), hat.data(), C, l0.data());
       }
       if ((i - lo + 1) % FLUSH_EVERY == 0) {
         flush(l2.data(), 2 * C, s2_parts[k].data());
         flush(l1.data(), 2 * C1, s1_parts[k].data());
+        if (sums0) flush(l0.data(), 2 * C, bn0->parts[k].data());
       }
     }
     ow2.finish();
     ow1.finish();
     flush(l2.data(), 2 * C, s2_parts[k].data());
     flush(l1.data(), 2 * C1, s1_parts[k].data());
+    if (sums0) flush(l0.data(), 2 * C, bn0->parts[k].data());
   });
   std::vector<double> sum1(2 * C1, 0.0), dw2(C * C1, 0.0), dw1(C1 * C, 0.0);
   for (int64_t k = 0; k < nchunks; ++k) {
@@ -770,12 +820,17 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
     }
     for_chunks(nchunks, [&](int64_t k) {
       std::vector<T> xb(C * TILE), zb(C1 * TILE), db(C1 * TILE), dxb(C * TILE), tb(C * TILE);
+      std::vector<T> hat(bn0 ? C * TILE : 0), l0(bn0 ? 2 * C * TILE : 0, T(0));
       OuterSum<T> ow1(C1, C, dw1_parts[k].data());
       const int64_t lo = tiles.total * k / nchunks, hi = tiles.total * (k + 1) / nchunks;
       for (int64_t i = lo; i < hi; ++i) {
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
-        load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
+        if (bn0) {
+          load_x_hat(xp, L, n, q0, cnt, C, xb.data(), hat.data(), *bn0);
+        } else {
+          load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
+        }
         const T* zt = zp ? zp + i * C1 * TILE : zb.data();  // z1: stored, or again
         if (!zp) matvec(W1.data(), C1, C, xb.data(), zb.data());
         const T* gt = ghp + i * C1 * TILE;
@@ -790,8 +845,13 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
         for (int64_t e = 0; e < C * TILE; e += TILE)
           st(dxb.data() + e, ld(gst + e) + ld(tb.data() + e));
         store(dxp, L, n, q0, cnt, C, dxb.data());
+        if (bn0) {
+          accumulate_products(dxb.data(), hat.data(), C, l0.data());
+          if ((i - lo + 1) % FLUSH_EVERY == 0) flush(l0.data(), 2 * C, bn0->parts[k].data());
+        }
       }
       ow1.finish();
+      if (bn0) flush(l0.data(), 2 * C, bn0->parts[k].data());
     });
     for (int64_t k = 0; k < nchunks; ++k)
       for (int64_t j = 0; j < C1 * C; ++j) dw1[j] += dw1_parts[k][j];
@@ -877,7 +937,9 @@ Bwd atac_backward(const at::Tensor& grad, const at::Tensor& x,
 //
 // y = ATAC(BN0(c)) for the pre-activation sites BN -> ATAC: the kernels read c and normalise it
 // in the tile buffer (load_x), so x = BN0(c) is never written, and backward needs only c (which
-// the graph keeps anyway) and BN0's per-channel statistics instead of a saved x.
+// the graph keeps anyway) and BN0's per-channel statistics instead of a saved x. BN0's backward
+// is folded in too: the pass that makes dx adds up BN0's sums (Bn0Grad), and bn0_input_grad
+// turns dx into dc in place.
 
 // Per-channel mean and biased variance of c over (N, H, W) into double `mean` and `var`: BN0's
 // batch statistics, in one pass over c. The lanes add in double: c, unlike z1 and z2, may carry
@@ -922,6 +984,51 @@ void check_bn0(const at::Tensor& c, const at::Tensor& g0, const at::Tensor& b0) 
               "attnact::bn_atac: the BatchNorm's weight and bias must be (C,)");
   TORCH_CHECK(g0.scalar_type() == c.scalar_type() && b0.scalar_type() == c.scalar_type(),
               "attnact::bn_atac: c and the BatchNorm's weight and bias must share one dtype");
+}
+
+// BN0's input gradient in place of dx (its output gradient), one element-wise pass:
+// dc = k0 (dx - mean dx - x^ mean(dx x^)) with batch statistics, k0 dx with running ones;
+// k0 = gamma0 rstd0, x^ = (c - mean0) rstd0 (the subtraction first: c may carry a mean large
+// against its spread). sums = [sum dx | sum dx x^] over the batch.
+template <typename T>
+void bn0_input_grad(at::Tensor& dx, const at::Tensor& c, const Folded& f0, const at::Tensor& g0,
+                    const std::vector<double>& sums, bool batch0) {
+  const int64_t N = c.size(0), C = c.size(1), HW = c.size(2) * c.size(3);
+  const bool cl = !c.is_contiguous() && c.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const double count = static_cast<double>(N * HW);
+  auto g0d = g0.to(at::kDouble).contiguous();
+  std::vector<T> k0(C), off(C), kc(C), m0(C), r0(C);  // dc = k0 dx - off - kc x^
+  for (int64_t ch = 0; ch < C; ++ch) {
+    const double k = g0d.data_ptr<double>()[ch] * f0.rstd[ch];
+    k0[ch] = static_cast<T>(k);
+    off[ch] = static_cast<T>(batch0 ? k * sums[ch] / count : 0.0);
+    kc[ch] = static_cast<T>(batch0 ? k * sums[C + ch] / count : 0.0);
+    m0[ch] = static_cast<T>(f0.mean[ch]);
+    r0[ch] = static_cast<T>(f0.rstd[ch]);
+  }
+  T* d = dx.data_ptr<T>();
+  const T* cp = c.data_ptr<T>();
+  const T *K = k0.data(), *O = off.data(), *KC = kc.data(), *M = m0.data(), *R = r0.data();
+  if (cl) {  // pixel rows of C channels: the channel loop vectorises
+    at::parallel_for(0, N * HW, 256, [&](int64_t b, int64_t e) {
+      for (int64_t p = b; p < e; ++p) {
+        T* __restrict__ dr = d + p * C;
+        const T* __restrict__ cr = cp + p * C;
+        for (int64_t ch = 0; ch < C; ++ch)
+          dr[ch] = K[ch] * dr[ch] - O[ch] - KC[ch] * ((cr[ch] - M[ch]) * R[ch]);
+      }
+    });
+  } else {  // planes of HW pixels, one channel each
+    at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) {
+        const int64_t ch = pl % C;
+        T* __restrict__ dr = d + pl * HW;
+        const T* __restrict__ cr = cp + pl * HW;
+        const T k = K[ch], o = O[ch], kc_ = KC[ch], m = M[ch], r = R[ch];
+        for (int64_t q = 0; q < HW; ++q) dr[q] = k * dr[q] - o - kc_ * ((cr[q] - m) * r);
+      }
+    });
+  }
 }
 
 FwdBn bn_atac_forward(const at::Tensor& c, const at::Tensor& g0, const at::Tensor& b0,
@@ -976,27 +1083,27 @@ BwdBn bn_atac_backward(const at::Tensor& grad, const at::Tensor& c, const at::Te
   check_bn0(c, g0, b0);
   TORCH_CHECK(grad.sizes() == c.sizes(), "attnact::bn_atac_backward: grad must have c's shape");
   Bwd out;
+  at::Tensor dg0, db0;
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "bn_atac_backward", [&] {
     const Folded f0 = fold(mean0, var0, g0, b0, eps0);
+    Bn0Grad<scalar_t> bn0{cast<scalar_t>(f0.scale), cast<scalar_t>(f0.shift),
+                          cast<scalar_t>(f0.rstd), {}, {}};
+    for (size_t ch = 0; ch < f0.mean.size(); ++ch)
+      bn0.hsh.push_back(static_cast<scalar_t>(-f0.mean[ch] * f0.rstd[ch]));
     out = backward_impl<scalar_t>(grad.to(c.scalar_type()), c, z1, w1.contiguous(), g1, b1,
                                   w2.contiguous(), g2, b2, mean1, var1, mean2, var2, batch1,
-                                  batch2, eps1, eps2, relu, cast<scalar_t>(f0.scale),
-                                  cast<scalar_t>(f0.shift));
+                                  batch2, eps1, eps2, relu, bn0.isc, bn0.ish, &bn0);
+    std::vector<double> sums(2 * c.size(1), 0.0);  // [sum dx | sum dx x^], chunks in order
+    for (const auto& p : bn0.parts)
+      for (size_t j = 0; j < sums.size(); ++j) sums[j] += p[j];
+    bn0_input_grad<scalar_t>(std::get<0>(out), c, f0, g0, sums, batch0);
+    const int64_t C = c.size(1);
+    auto dopts = at::TensorOptions().dtype(at::kDouble);
+    auto sums_t = at::from_blob(sums.data(), {2, C}, dopts).to(c.scalar_type());
+    db0 = sums_t[0].clone();
+    dg0 = sums_t[1].clone();
   });
-  auto [dx, dw1, dg1, db1, dw2, dg2, db2] = out;
-  // BN0's backward from dx = dL/dx: ATen's own kernel, with the statistics of this forward
-  const auto dt = c.scalar_type();
-  const c10::optional<at::Tensor> none;
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> bn;
-  if (batch0) {
-    bn = at::native_batch_norm_backward(dx, c, g0, none, none, mean0.to(dt),
-                                        (var0 + eps0).rsqrt().to(dt), true, eps0,
-                                        {true, true, true});
-  } else {
-    bn = at::native_batch_norm_backward(dx, c, g0, mean0.to(dt), var0.to(dt), none, none,
-                                        false, eps0, {true, true, true});
-  }
-  auto [dc, dg0, db0] = bn;
+  auto [dc, dw1, dg1, db1, dw2, dg2, db2] = out;  // dc: dx, made BN0's input gradient in place
   return BwdBn{dc, dg0, db0, dw1, dg1, db1, dw2, dg2, db2};
 }
 
