@@ -73,6 +73,8 @@ VARIANTS: tuple[Variant, ...] = (
             compiled_kernels=False, native_kernels=False),
     Variant("arelu (reference)", "arelu", {"implementation": "reference"}),
     Variant("elsa_gelu", "elsa_gelu", reference="elsa_gelu (reference)"),
+    Variant("elsa_gelu (Function)", "elsa_gelu", reference="elsa_gelu (reference)",
+            native_kernels=False),
     Variant("elsa_gelu (reference)", "elsa_gelu", {"implementation": "reference"}),
     Variant("atac", "atac", reference="atac (reference)"),
     Variant("atac (memory-efficient)", "atac", {"memory_efficient": True},

@@ -29,7 +29,10 @@ Two implementations compute the same values and gradients:
   tests and the benchmark compare against it, and because it is what an outer ``torch.compile``,
   ``torch.func`` transforms and ``torch.fx`` tracing should see (below);
 * the Functions of :mod:`attnact.units.arelu_function`, which save one activation-sized tensor
-  and run fused (compiled) kernels: :func:`arelu` and :func:`elsa`, and the modules by default.
+  and run fused (compiled) kernels: :func:`arelu` and :func:`elsa`, and the modules by default;
+* on CPU, where the operators build (:mod:`attnact.units.native`), ``attnact::arelu`` and, for
+  ELSA around torch's parameter-free activations (``native.elsa_activation``), ``attnact::elsa``:
+  the same saved tensor, with the autograd node in C++, so no Python runs per call.
 
 ``implementation="auto"`` (the default of :class:`AReLU`, :class:`ELSA`, :func:`arelu`,
 :func:`elsa`) takes the Function except where the reference is the better or the only correct
@@ -249,8 +252,8 @@ def elsa(
     inplace: bool = False,
     implementation: str = "auto",
 ) -> torch.Tensor:
-    """A(x) + L(x, α, β) for an element-wise activation module A, by :class:`ELSAFunction` or
-    the reference (module docstring).
+    """A(x) + L(x, α, β) for an element-wise activation module A, by ``attnact::elsa``,
+    :class:`ELSAFunction` or the reference (module docstring).
 
     ``inplace=True`` writes into x only when no gradient is needed: with autograd recording, the
     Function saves x, so the result must go elsewhere. (``ELSA("relu")`` does not switch to
@@ -268,6 +271,10 @@ def elsa(
         not _function_fits(x, alpha, beta) or _recompute_unsafe(activation) is not None
     ):
         return elsa_reference(x, alpha, beta, activation)
+    native_form = native.elsa_activation(activation) if implementation == "auto" else None
+    if native_form is not None and not inplace and native.arelu_ready(x, alpha, beta):
+        # the native operator (units/native.py): ATen's activation, the gate in C++
+        return cast(torch.Tensor, torch.ops.attnact.elsa(x, alpha, beta, *native_form))
     named = [*activation.named_parameters(), *activation.named_buffers()]
     tensors = [t for _, t in named]
     if inplace and not _needs_grad(x, [alpha, beta, *tensors]):

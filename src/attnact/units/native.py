@@ -39,8 +39,12 @@ on CUDA ATAC keeps the Function and its compiled kernels.
 AReLU (Eq. 7 of the AReLU paper) is ``attnact::arelu`` (``csrc/arelu.cpp``): one element-wise
 pass each way, saving y as :class:`~attnact.units.arelu_function.AReLUFunction` does, with its
 autograd in C++ so that no Python runs per call; a backward with ``create_graph=True``
-differentiates ATen operations instead, so double backward works. ELSA wraps an arbitrary
-activation that its backward recomputes, and stays on its Function.
+differentiates ATen operations instead, so double backward works. ELSA around torch's
+parameter-free activations is ``attnact::elsa`` (``csrc/elsa.cpp``, :func:`elsa_activation`
+names the ones it knows): ATen's activation, then the gate in one pass; it saves x, as
+:class:`~attnact.units.arelu_function.ELSAFunction` does, and recomputes the activation's
+gradient from x with ATen's own backward functions. Other activations (learnable ones, users'
+modules) stay on the Function.
 """
 
 from __future__ import annotations
@@ -55,10 +59,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["TRAFFIC", "arelu_ready", "atac", "available", "bn_atac", "build", "ready",
-           "set_native", "why_not"]
+__all__ = ["TRAFFIC", "arelu_ready", "atac", "available", "bn_atac", "build", "elsa_activation",
+           "ready", "set_native", "why_not"]
 
 ENV_NO_NATIVE = "ATTNACT_NO_NATIVE"
 _CSRC = Path(__file__).with_name("csrc")
@@ -98,7 +102,7 @@ def _flags() -> list[str]:
     return []
 
 
-_SOURCES = ("atac.cpp", "arelu.cpp")
+_SOURCES = ("atac.cpp", "arelu.cpp", "elsa.cpp")
 
 # ATen's at::parallel_for is a header template: in an OpenMP build of PyTorch it is an
 # ``omp parallel`` region, which a translation unit compiled without -fopenmp turns into a
@@ -290,6 +294,18 @@ def _register_python_parts() -> None:
     for name in ("attnact::arelu", "attnact::arelu_forward"):
         torch.library.register_fake(name)(_arelu_fake)
 
+    def elsa_fake(x: Tensor, alpha: Tensor, beta: Tensor, kind: str, p1: float,
+                  p2: float) -> Tensor:
+        return _arelu_fake(x, alpha, beta)
+
+    for name in ("attnact::elsa", "attnact::elsa_forward"):
+        torch.library.register_fake(name)(elsa_fake)
+
+    @torch.library.register_fake("attnact::elsa_backward")  # type: ignore[untyped-decorator]
+    def _(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, kind: str, p1: float,
+          p2: float) -> tuple[Tensor, ...]:
+        return torch.empty_like(x), torch.empty_like(alpha), torch.empty_like(beta)
+
     @torch.library.register_fake("attnact::arelu_backward")  # type: ignore[untyped-decorator]  # returns unannotated
     def _(grad: Tensor, y: Tensor, alpha: Tensor, beta: Tensor) -> tuple[Tensor, ...]:
         return torch.empty_like(y), torch.empty_like(alpha), torch.empty_like(beta)
@@ -391,10 +407,45 @@ def _arelu_fake(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> tor
     return torch.empty_like(x if is_non_overlapping_and_dense(x) else x.contiguous())
 
 
+def elsa_activation(activation: nn.Module) -> tuple[str, float, float] | None:
+    """The activation ``attnact::elsa`` computes for ``activation`` (its name in csrc/elsa.cpp
+    and up to two hyperparameters), or None when it has no native form. Only the exact torch.nn
+    classes (and attnact's subclasses of them that add nothing but ``inplace``) qualify: a user's
+    subclass may compute something else."""
+    from attnact.units import classic
+
+    kind = type(activation)
+    m: Any = activation
+    if kind is nn.ReLU:
+        return "relu", 0.0, 0.0
+    if kind in (nn.Sigmoid, classic.Sigmoid):
+        return "sigmoid", 0.0, 0.0
+    if kind in (nn.Tanh, classic.Tanh):
+        return "tanh", 0.0, 0.0
+    if kind in (nn.Hardtanh, nn.ReLU6):
+        return "hardtanh", float(m.min_val), float(m.max_val)
+    if kind is nn.LeakyReLU:
+        return "leaky_relu", float(m.negative_slope), 0.0
+    if kind is nn.ELU:
+        return "elu", float(m.alpha), 0.0
+    if kind is nn.CELU:
+        return "celu", float(m.alpha), 0.0
+    if kind is nn.SELU:
+        return "selu", 0.0, 0.0
+    if kind in (nn.GELU, classic.GELU) and m.approximate in ("none", "tanh"):
+        return "gelu", 1.0 if m.approximate == "tanh" else 0.0, 0.0
+    if kind in (nn.Softplus, classic.Softplus):
+        return "softplus", float(m.beta), float(m.threshold)
+    if kind is nn.SiLU or (kind is classic.Swish and m._is_silu):
+        return "silu", 0.0, 0.0
+    return None
+
+
 def arelu_ready(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> bool:
-    """Whether AReLU on ``x`` takes ``attnact::arelu``: a float32/float64 CPU tensor, one-element
-    α and β, the switch on, the operators built, and not under TorchScript tracing or ONNX
-    export (nor inside ``torch.compile``, where the caller gives inductor the reference)."""
+    """Whether AReLU on ``x`` takes ``attnact::arelu`` (and ELSA ``attnact::elsa``, whose
+    activation :func:`elsa_activation` names): a float32/float64 CPU tensor, one-element α and
+    β, the switch on, the operators built, and not under TorchScript tracing or ONNX export (nor
+    inside ``torch.compile``, where the caller gives inductor the reference)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
     if alpha.numel() != 1 or beta.numel() != 1 or not _switched_on():
