@@ -215,6 +215,10 @@ def test_units_only_install_in_a_fresh_venv(tmp_path: Path) -> None:
         files = zf.namelist()
     assert "attnact/py.typed" in files
     assert any(f.endswith(".dist-info/licenses/LICENSE") for f in files)
+    from attnact.units import native
+
+    for src in (*native._SOURCES, *native._HEADERS):  # the native operators build from these
+        assert f"attnact/units/csrc/{src}" in files, src
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"

@@ -15,15 +15,11 @@ from attnact import AReLU
 from attnact.units import native
 from attnact.units.arelu import arelu, arelu_reference
 
-pytestmark = pytest.mark.skipif(not native.available(),
-                                reason=f"native operators unavailable: {native.why_not()}")
-
-
-@pytest.fixture(autouse=True)
-def _native_on():
-    native.set_native(True)
-    yield
-    native.set_native(None)
+pytestmark = [
+    pytest.mark.skipif(not native.available(),
+                       reason=f"native operators unavailable: {native.why_not()}"),
+    pytest.mark.usefixtures("native_on"),
+]
 
 
 def native_node(y: torch.Tensor) -> bool:

@@ -22,17 +22,13 @@ import attnact
 from attnact import ATAC
 from attnact.units import native
 
-pytestmark = pytest.mark.skipif(not native.available(),
-                                reason=f"native operators unavailable: {native.why_not()}")
+pytestmark = [
+    pytest.mark.skipif(not native.available(),
+                       reason=f"native operators unavailable: {native.why_not()}"),
+    pytest.mark.usefixtures("native_on"),
+]
 
 F32 = dict(rtol=1e-5, floor=1e-5)
-
-
-@pytest.fixture(autouse=True)
-def _native_on():
-    native.set_native(True)
-    yield
-    native.set_native(None)
 
 
 def randomise(m: ATAC, seed: int = 1) -> ATAC:

@@ -15,8 +15,11 @@ from attnact import ELSA
 from attnact.units import classic, native
 from attnact.units.arelu_function import ELSAFunction
 
-pytestmark = pytest.mark.skipif(not native.available(),
-                                reason=f"native operators unavailable: {native.why_not()}")
+pytestmark = [
+    pytest.mark.skipif(not native.available(),
+                       reason=f"native operators unavailable: {native.why_not()}"),
+    pytest.mark.usefixtures("native_on"),
+]
 
 # (module, the operator's name for it): every parameter-free activation of the AReLU
 # experiments that ELSA wraps, and the torch.nn variants with other hyperparameters
@@ -29,13 +32,6 @@ KNOWN = [
     (classic.Swish(), "silu"), (nn.SiLU(), "silu"),
 ]
 IDS = [f"{type(m).__name__}-{i}" for i, (m, _) in enumerate(KNOWN)]
-
-
-@pytest.fixture(autouse=True)
-def _native_on():
-    native.set_native(True)
-    yield
-    native.set_native(None)
 
 
 def native_node(y: torch.Tensor) -> bool:

@@ -24,17 +24,13 @@ from attnact.units import native
 from attnact.units.atac_function import BNConfig
 from attnact.units.norm_act import fuse_norm_act, norm_then_act, set_fusion, why_not_fused
 
-pytestmark = pytest.mark.skipif(not native.available(),
-                                reason=f"native operators unavailable: {native.why_not()}")
+pytestmark = [
+    pytest.mark.skipif(not native.available(),
+                       reason=f"native operators unavailable: {native.why_not()}"),
+    pytest.mark.usefixtures("native_on"),
+]
 
 F32 = dict(rtol=1e-5, floor=1e-5)
-
-
-@pytest.fixture(autouse=True)
-def _native_on():
-    native.set_native(True)
-    yield
-    native.set_native(None)
 
 
 def randomise_bn(bn: nn.BatchNorm2d, g: torch.Generator) -> None:

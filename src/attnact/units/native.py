@@ -103,6 +103,7 @@ def _flags() -> list[str]:
 
 
 _SOURCES = ("atac.cpp", "arelu.cpp", "elsa.cpp")
+_HEADERS = ("elementwise.h",)  # included by the sources: part of the name's hash too
 
 # ATen's at::parallel_for is a header template: in an OpenMP build of PyTorch it is an
 # ``omp parallel`` region, which a translation unit compiled without -fopenmp turns into a
@@ -118,7 +119,7 @@ def _name() -> str:
     overwrites a library that a running process has loaded)."""
     cap = torch.backends.cpu.get_cpu_capability().lower()
     digest = hashlib.sha256()
-    for src in _SOURCES:
+    for src in (*_SOURCES, *_HEADERS):
         digest.update((_CSRC / src).read_bytes())
     digest.update(" ".join([*_flags(), *_OPENMP]).encode())
     return f"attnact_native_{cap}_{digest.hexdigest()[:10]}"

@@ -18,21 +18,18 @@
 #include <cmath>
 #include <cstring>
 #include <tuple>
-#include <type_traits>
 #include <vector>
+
+#include "elementwise.h"
 
 namespace {
 
-constexpr double LO = 0.01, HI = 0.99;  // C(.) of Eq. (3)
-constexpr int64_t W = 16;               // elements per vector row
+using attnact_elementwise::dense;
+using attnact_elementwise::pass_with_sums;
+using attnact_elementwise::Vec;
+using attnact_elementwise::W;
 
-template <typename T>
-struct Vec {
-  typedef T type __attribute__((vector_size(W * sizeof(T))));
-  // the integer vector of the same width (the sign bit test)
-  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> int_t;
-  typedef int_t itype __attribute__((vector_size(W * sizeof(T))));
-};
+constexpr double LO = 0.01, HI = 0.99;  // C(.) of Eq. (3)
 
 // The slopes in x's dtype, computed as the reference composition computes them: C(alpha) and
 // 1 + sigmoid(beta) in the parameters' dtype, then converted.
@@ -49,11 +46,6 @@ void check(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta)
               "attnact::arelu: x must be float32 or float64, got ", x.scalar_type());
   TORCH_CHECK(alpha.numel() == 1 && beta.numel() == 1,
               "attnact::arelu: alpha and beta must have one element each");
-}
-
-// x viewed as dense memory: the kernels run over it flat, and outputs take its strides.
-at::Tensor dense(const at::Tensor& x) {
-  return x.is_non_overlapping_and_dense() ? x : x.contiguous();
 }
 
 at::Tensor arelu_forward(const at::Tensor& x_in, const at::Tensor& alpha, const at::Tensor& beta) {
@@ -104,56 +96,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> arelu_backward(const at::Tensor& 
   // sigmoid(beta), the convention of attnact.units.arelu_function and ELSA("relu")
   const double at_zero = beta.detach().sigmoid().to(y.scalar_type()).item<double>();
   const int64_t n = y.numel();
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(),
-                                                                (n + (1 << 15) - 1) >> 15));
-  std::vector<double> s_neg(chunks, 0.0), s_pos(chunks, 0.0);
+  double sn = 0, sp = 0;
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "arelu_backward", [&] {
     using V = typename Vec<scalar_t>::type;
     const scalar_t* yp = y.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* dp = dx.data_ptr<scalar_t>();
-    const scalar_t sn = static_cast<scalar_t>(neg), sp = static_cast<scalar_t>(pos);
-    const scalar_t sz = static_cast<scalar_t>(at_zero);
-    at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-      for (int64_t k = cb; k < ce; ++k) {
-        const int64_t b = n * k / chunks, e = n * (k + 1) / chunks;
-        double tn = 0, tp = 0;
-        V an = {}, ap = {};
-        int64_t i = b, blocks = 0;
-        for (; i + W <= e; i += W) {
-          V vy, vg;
-          std::memcpy(&vy, yp + i, sizeof(vy));
-          std::memcpy(&vg, gp + i, sizeof(vg));
-          // the sign bit of y (x < 0), read as the sign of y's bits as an integer
-          typename Vec<scalar_t>::itype bits;
-          std::memcpy(&bits, &vy, sizeof(bits));
-          const auto below = bits < 0;
-          const auto zero = bits == 0;  // +0 only: -0 is an underflowed negative x
-          const V d = below ? vg * sn : (zero ? vg * sz : vg * sp);
-          std::memcpy(dp + i, &d, sizeof(d));
-          const V gy = vg * vy;
-          an += below ? gy : V{};
-          ap += below ? V{} : gy;
-          if (++blocks == 64) {  // lanes into double now and then (rounding)
-            for (int64_t t = 0; t < W; ++t) tn += an[t], tp += ap[t];
-            an = V{};
-            ap = V{};
-            blocks = 0;
-          }
-        }
-        for (int64_t t = 0; t < W; ++t) tn += an[t], tp += ap[t];
-        for (; i < e; ++i) {
-          const bool below = std::signbit(yp[i]);
-          dp[i] = gp[i] * (below ? sn : (yp[i] == 0 ? sz : sp));
-          (below ? tn : tp) += static_cast<double>(gp[i]) * yp[i];
-        }
-        s_neg[k] = tn;
-        s_pos[k] = tp;
-      }
-    });
+    const scalar_t cn = static_cast<scalar_t>(neg), cp = static_cast<scalar_t>(pos);
+    const scalar_t cz = static_cast<scalar_t>(at_zero);
+    auto row = [&](int64_t i, V& an, V& ap) {
+      const V vy = attnact_elementwise::load(yp + i), vg = attnact_elementwise::load(gp + i);
+      // the sign bit of y (x < 0), read as the sign of y's bits as an integer
+      typename Vec<scalar_t>::itype bits;
+      std::memcpy(&bits, &vy, sizeof(bits));
+      const auto below = bits < 0;
+      const auto zero = bits == 0;  // +0 only: -0 is an underflowed negative x
+      attnact_elementwise::store(dp + i, below ? vg * cn : (zero ? vg * cz : vg * cp));
+      const V gy = vg * vy;
+      an += below ? gy : V{};
+      ap += below ? V{} : gy;
+    };
+    auto one = [&](int64_t i, double& tn, double& tp) {
+      const bool below = std::signbit(yp[i]);
+      dp[i] = gp[i] * (below ? cn : (yp[i] == 0 ? cz : cp));
+      (below ? tn : tp) += static_cast<double>(gp[i]) * yp[i];
+    };
+    std::tie(sn, sp) = pass_with_sums<scalar_t>(n, row, one);
   });
-  double sn = 0, sp = 0;
-  for (int64_t k = 0; k < chunks; ++k) sn += s_neg[k], sp += s_pos[k];
   // y = C(alpha) x below zero and (1 + sigmoid(beta)) x above: sum g x = sum g y / slope
   const at::Tensor a = alpha.detach(), bt = beta.detach();
   const at::Tensor inside = (a >= LO).logical_and(a <= HI);

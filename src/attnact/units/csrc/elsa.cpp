@@ -22,17 +22,18 @@
 #include <tuple>
 #include <vector>
 
+#include "elementwise.h"
+
 namespace {
+
+using attnact_elementwise::dense;
+using attnact_elementwise::pass_with_sums;
+using attnact_elementwise::Vec;
+using attnact_elementwise::W;
 
 constexpr double LO = 0.01, HI = 0.99;  // C(.) of Eq. (3)
 constexpr double SELU_ALPHA = 1.6732632423543772848170429916717;
 constexpr double SELU_SCALE = 1.0507009873554804934193349852946;
-constexpr int64_t W = 16;  // elements per vector row
-
-template <typename T>
-struct Vec {
-  typedef T type __attribute__((vector_size(W * sizeof(T))));
-};
 
 void check(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta) {
   TORCH_CHECK(x.device().is_cpu(), "attnact::elsa: x must be a CPU tensor");
@@ -136,53 +137,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gate_backward(const at::Tensor& g
   if (da.strides() != x.strides() || da.scalar_type() != x.scalar_type()) da = like(da, x);
   const auto [neg, pos] = slopes(alpha, beta, x.scalar_type());
   const int64_t n = x.numel();
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(),
-                                                                (n + (1 << 15) - 1) >> 15));
-  std::vector<double> s_neg(chunks, 0.0), s_pos(chunks, 0.0);
+  double sn = 0, sp = 0;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "elsa_backward", [&] {
+    using V = typename Vec<scalar_t>::type;
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* dp = da.data_ptr<scalar_t>();
-    const scalar_t sn = static_cast<scalar_t>(neg), sp = static_cast<scalar_t>(pos);
-    using V = typename Vec<scalar_t>::type;
-    at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-      for (int64_t k = cb; k < ce; ++k) {
-        const int64_t b = n * k / chunks, e = n * (k + 1) / chunks;
-        double tn = 0, tp = 0;
-        V an = {}, ap = {};
-        int64_t i = b, blocks = 0;
-        for (; i + W <= e; i += W) {
-          V vx, vg, vd;
-          std::memcpy(&vx, xp + i, sizeof(vx));
-          std::memcpy(&vg, gp + i, sizeof(vg));
-          std::memcpy(&vd, dp + i, sizeof(vd));
-          const auto above = vx >= 0;
-          vd += vg * (above ? V{} + sp : V{} + sn);
-          std::memcpy(dp + i, &vd, sizeof(vd));
-          const V gx = vg * vx;
-          an += above ? V{} : gx;
-          ap += above ? gx : V{};
-          if (++blocks == 64) {  // lanes into double now and then (rounding)
-            for (int64_t t = 0; t < W; ++t) tn += an[t], tp += ap[t];
-            an = V{};
-            ap = V{};
-            blocks = 0;
-          }
-        }
-        for (int64_t t = 0; t < W; ++t) tn += an[t], tp += ap[t];
-        for (; i < e; ++i) {
-          const scalar_t v = xp[i], gv = gp[i];
-          const bool above = v >= 0;
-          dp[i] += gv * (above ? sp : sn);
-          (above ? tp : tn) += static_cast<double>(gv) * v;
-        }
-        s_neg[k] = tn;
-        s_pos[k] = tp;
-      }
-    });
+    const scalar_t cn = static_cast<scalar_t>(neg), cp = static_cast<scalar_t>(pos);
+    auto row = [&](int64_t i, V& an, V& ap) {
+      const V vx = attnact_elementwise::load(xp + i), vg = attnact_elementwise::load(gp + i);
+      const auto above = vx >= 0;
+      attnact_elementwise::store(
+          dp + i, attnact_elementwise::load(dp + i) + vg * (above ? V{} + cp : V{} + cn));
+      const V gx = vg * vx;
+      an += above ? V{} : gx;
+      ap += above ? gx : V{};
+    };
+    auto one = [&](int64_t i, double& tn, double& tp) {
+      const bool above = xp[i] >= 0;
+      dp[i] += gp[i] * (above ? cp : cn);
+      (above ? tp : tn) += static_cast<double>(gp[i]) * xp[i];
+    };
+    std::tie(sn, sp) = pass_with_sums<scalar_t>(n, row, one);
   });
-  double sn = 0, sp = 0;
-  for (int64_t k = 0; k < chunks; ++k) sn += s_neg[k], sp += s_pos[k];
   const at::Tensor a = alpha.detach(), bt = beta.detach();
   const at::Tensor inside = (a >= LO).logical_and(a <= HI);
   at::Tensor d_alpha = at::where(inside, at::full_like(a, sn), at::zeros_like(a));
@@ -209,10 +186,6 @@ std::vector<at::Tensor> gate_backward_differentiable(const at::Tensor& g, const 
   const at::Tensor d_beta = (s_pos.to(beta.scalar_type()) * (sig * (1 - sig))).reshape(
       beta.sizes());
   return {da + g * slope, d_alpha.reshape(alpha.sizes()), d_beta};
-}
-
-at::Tensor dense(const at::Tensor& x) {
-  return x.is_non_overlapping_and_dense() ? x : x.contiguous();
 }
 
 at::Tensor elsa_forward(const at::Tensor& x_in, const at::Tensor& alpha, const at::Tensor& beta,
