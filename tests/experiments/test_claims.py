@@ -61,12 +61,12 @@ def test_identical_differences_decide_nothing() -> None:
     (e,) = cl.paired_effects(rows, cl.Comparison("unit", (("atac", "xunit"),)))
     assert e.diff.mean == pytest.approx(-1.4) and e.diff.half_width == pytest.approx(0, abs=1e-9)
     assert cl.verdict(e.diff.ci_low, e.diff.ci_high) == cl.CONTRADICTED  # the interval alone
-    assert not e.has_spread and e.verdict == cl.UNDETERMINED
+    assert not e.diff.has_spread and e.verdict == cl.UNDETERMINED
     assert "no spread" in cl._effect_text(e, ())
     # the same mean with a little spread is a verdict again
     rows = _rows({"atac": [81.35, 82.70], "xunit": [82.75, 84.15]}, b="2")
     (e,) = cl.paired_effects(rows, cl.Comparison("unit", (("atac", "xunit"),)))
-    assert e.has_spread and e.verdict == cl.CONTRADICTED
+    assert e.diff.has_spread and e.verdict == cl.CONTRADICTED
 
 
 def test_five_seeds_supported_and_reversed_contradicted() -> None:

@@ -126,14 +126,9 @@ class Effect:
 
     @property
     def verdict(self) -> str:
-        if not self.has_spread:
+        if not self.diff.has_spread:  # the same Δ on every seed: no evidence
             return UNDETERMINED
         return verdict(self.diff.ci_low, self.diff.ci_high)
-
-    @property
-    def has_spread(self) -> bool:
-        """Whether the seeds' differences vary: without that the interval is no evidence."""
-        return self.diff.has_spread
 
     def label(self, shown: Sequence[str]) -> str:
         where = ", ".join(f"{k}={v}" for k, v in self.at if k in shown)
@@ -283,7 +278,7 @@ def _effect_text(e: Effect, shown: Sequence[str]) -> str:
     d = e.diff
     if d.n < 2:
         return f"{e.label(shown)}: {_num(d.mean)} (1 seed, no interval)"
-    if not e.has_spread:
+    if not e.diff.has_spread:
         return f"{e.label(shown)}: {_num(d.mean)} (the same on all {d.n} seeds: no spread)"
     return f"{e.label(shown)}: {_num(d.mean)} [{_num(d.ci_low)}, {_num(d.ci_high)}]"
 
@@ -315,7 +310,7 @@ def _evidence_cell(f: Finding) -> str:
 
 
 def _detectable_cell(f: Finding) -> str:
-    hw = [e.diff.half_width for e in f.effects if e.has_spread]
+    hw = [e.diff.half_width for e in f.effects if e.diff.has_spread]
     if not hw:
         return "–"
     lo, hi = min(hw), max(hw)

@@ -212,7 +212,7 @@ def arelu(
     """
     check_float_input(x, "AReLU")
     if implementation == "auto" and not inplace and _function_fits(x, alpha, beta) and (
-        native.arelu_ready(x, alpha, beta)
+        native.gate_ready(x, alpha, beta)
     ):
         # the native operator (units/native.py)
         return cast(torch.Tensor, torch.ops.attnact.arelu(x, alpha, beta))
@@ -271,10 +271,10 @@ def elsa(
         not _function_fits(x, alpha, beta) or _recompute_unsafe(activation) is not None
     ):
         return elsa_reference(x, alpha, beta, activation)
-    native_form = native.elsa_activation(activation) if implementation == "auto" else None
-    if native_form is not None and not inplace and native.arelu_ready(x, alpha, beta):
-        # the native operator (units/native.py): ATen's activation, the gate in C++
-        return cast(torch.Tensor, torch.ops.attnact.elsa(x, alpha, beta, *native_form))
+    if implementation == "auto" and not inplace and native.gate_ready(x, alpha, beta):
+        native_form = native.elsa_activation(activation)
+        if native_form is not None:  # the native operator: ATen's activation, the gate in C++
+            return cast(torch.Tensor, torch.ops.attnact.elsa(x, alpha, beta, *native_form))
     named = [*activation.named_parameters(), *activation.named_buffers()]
     tensors = [t for _, t in named]
     if inplace and not _needs_grad(x, [alpha, beta, *tensors]):

@@ -61,7 +61,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TRAFFIC", "arelu_ready", "atac", "available", "bn_atac", "build", "elsa_activation",
+__all__ = ["TRAFFIC", "atac", "available", "bn_atac", "build", "elsa_activation", "gate_ready",
            "ready", "set_native", "why_not"]
 
 ENV_NO_NATIVE = "ATTNACT_NO_NATIVE"
@@ -442,7 +442,7 @@ def elsa_activation(activation: nn.Module) -> tuple[str, float, float] | None:
     return None
 
 
-def arelu_ready(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> bool:
+def gate_ready(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> bool:
     """Whether AReLU on ``x`` takes ``attnact::arelu`` (and ELSA ``attnact::elsa``, whose
     activation :func:`elsa_activation` names): a float32/float64 CPU tensor, one-element α and
     β, the switch on, the operators built, and not under TorchScript tracing or ONNX export (nor

@@ -24,12 +24,16 @@
 
 namespace {
 
+using attnact_elementwise::check;
 using attnact_elementwise::dense;
+using attnact_elementwise::HI;
+using attnact_elementwise::like;
+using attnact_elementwise::LO;
+using attnact_elementwise::param_grads;
 using attnact_elementwise::pass_with_sums;
 using attnact_elementwise::Vec;
 using attnact_elementwise::W;
 
-constexpr double LO = 0.01, HI = 0.99;  // C(.) of Eq. (3)
 
 // The slopes in x's dtype, computed as the reference composition computes them: C(alpha) and
 // 1 + sigmoid(beta) in the parameters' dtype, then converted.
@@ -40,16 +44,9 @@ std::pair<double, double> slopes(const at::Tensor& alpha, const at::Tensor& beta
   return {neg, pos};
 }
 
-void check(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta) {
-  TORCH_CHECK(x.device().is_cpu(), "attnact::arelu: x must be a CPU tensor");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "attnact::arelu: x must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(alpha.numel() == 1 && beta.numel() == 1,
-              "attnact::arelu: alpha and beta must have one element each");
-}
 
 at::Tensor arelu_forward(const at::Tensor& x_in, const at::Tensor& alpha, const at::Tensor& beta) {
-  check(x_in, alpha, beta);
+  check(x_in, alpha, beta, "attnact::arelu");
   const at::Tensor x = dense(x_in);
   at::Tensor y = at::empty_like(x);
   TORCH_INTERNAL_ASSERT(y.strides() == x.strides());
@@ -85,11 +82,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> arelu_backward(const at::Tensor& 
                                                               const at::Tensor& y,
                                                               const at::Tensor& alpha,
                                                               const at::Tensor& beta) {
-  check(y, alpha, beta);
+  check(y, alpha, beta, "attnact::arelu");
   TORCH_CHECK(g_in.sizes() == y.sizes(), "attnact::arelu_backward: grad must have y's shape");
   TORCH_CHECK(y.is_non_overlapping_and_dense(), "attnact::arelu_backward: y must be dense");
-  at::Tensor g = g_in.to(y.scalar_type());
-  if (g.strides() != y.strides()) g = at::empty_like(y).copy_(g);
+  const at::Tensor g = like(g_in, y);
   at::Tensor dx = at::empty_like(y);
   const auto [neg, pos] = slopes(alpha, beta, y.scalar_type());
   // at x = +-0 (y = +0, which nothing else gives) ReLU'(0) = 0 plus ELSA's x >= 0 branch:
@@ -124,11 +120,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> arelu_backward(const at::Tensor& 
     std::tie(sn, sp) = pass_with_sums<scalar_t>(n, row, one);
   });
   // y = C(alpha) x below zero and (1 + sigmoid(beta)) x above: sum g x = sum g y / slope
-  const at::Tensor a = alpha.detach(), bt = beta.detach();
-  const at::Tensor inside = (a >= LO).logical_and(a <= HI);
-  at::Tensor d_alpha = at::where(inside, at::full_like(a, sn / neg), at::zeros_like(a));
-  const at::Tensor sig = bt.sigmoid();
-  at::Tensor d_beta = at::full_like(bt, sp / pos) * (sig * (1 - sig));
+  auto [d_alpha, d_beta] = param_grads(alpha, beta, sn / neg, sp / pos);
   return {dx, d_alpha, d_beta};
 }
 

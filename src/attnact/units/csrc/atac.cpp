@@ -191,10 +191,8 @@ void store(T* dst, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t 
 // is loaded as c and normalised in the tile buffer, so x never exists in memory. Without the
 // affine (isc empty) this is load(). The padding lanes stay 0 as load() leaves them.
 template <typename T>
-void load_x(const T* src, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t ch,
-            T* buf, const std::vector<T>& isc, const std::vector<T>& ish) {
-  load(src, L, n, q0, cnt, ch, buf);
-  if (isc.empty()) return;
+void normalise(T* buf, int64_t cnt, int64_t ch, const std::vector<T>& isc,
+               const std::vector<T>& ish) {
   row_t<T> mask = {};
   for (int64_t t = 0; t < TILE; ++t) mask[t] = t < cnt ? T(1) : T(0);
   for (int64_t c = 0; c < ch; ++c) {
@@ -204,6 +202,13 @@ void load_x(const T* src, const Layout& L, int64_t n, int64_t q0, int64_t cnt, i
   }
 }
 
+template <typename T>
+void load_x(const T* src, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t ch,
+            T* buf, const std::vector<T>& isc, const std::vector<T>& ish) {
+  load(src, L, n, q0, cnt, ch, buf);
+  if (!isc.empty()) normalise(buf, cnt, ch, isc, ish);
+}
+
 // BN0's backward folded into the ATAC backward pass that makes dx (bn_atac_backward): that
 // pass also has c's tile, so it adds up sum dx and sum dx * x^ (x^ = (c - mean0) rstd0 in
 // hat) per channel, and one element-wise pass dc = k0 (dx - mean dx - x^ mean(dx x^))
@@ -211,8 +216,7 @@ void load_x(const T* src, const Layout& L, int64_t n, int64_t q0, int64_t cnt, i
 // both twice (once for the sums, once for dc).
 template <typename T>
 struct Bn0Grad {
-  std::vector<T> isc, ish;   // x = c * isc + ish (BN0 folded, as in forward)
-  std::vector<T> hsc, hsh;   // x^ = c * hsc + hsh
+  std::vector<T> hsc, hsh;                 // x^ = c * hsc + hsh
   std::vector<std::vector<double>> parts;  // per chunk: [sum dx | sum dx x^]
 };
 
@@ -220,17 +224,11 @@ struct Bn0Grad {
 // add nothing to the sums.
 template <typename T>
 void load_x_hat(const T* src, const Layout& L, int64_t n, int64_t q0, int64_t cnt, int64_t ch,
-                T* buf, T* hat, const Bn0Grad<T>& b) {
+                T* buf, const std::vector<T>& isc, const std::vector<T>& ish, T* hat,
+                const Bn0Grad<T>& b) {
   load(src, L, n, q0, cnt, ch, buf);
-  row_t<T> mask = {};
-  for (int64_t t = 0; t < TILE; ++t) mask[t] = t < cnt ? T(1) : T(0);
-  for (int64_t c = 0; c < ch; ++c) {
-    const row_t<T> v = ld(buf + c * TILE);
-    st(hat + c * TILE, v * b.hsc[c] + b.hsh[c]);
-    row_t<T> x = v * b.isc[c] + b.ish[c];
-    if (cnt < TILE) x *= mask;
-    st(buf + c * TILE, x);
-  }
+  for (int64_t c = 0; c < ch; ++c) st(hat + c * TILE, ld(buf + c * TILE) * b.hsc[c] + b.hsh[c]);
+  normalise(buf, cnt, ch, isc, ish);
 }
 
 // lane[c] += d[c], lane[ch + c] += d[c] * h[c] for one tile
@@ -729,7 +727,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       tiles.at(i, n, q0, cnt);
       const bool need_x = !zp || !batch2 || !batch1;
       if (sums0) {
-        load_x_hat(xp, L, n, q0, cnt, C, xb.data(), hat.data(), *bn0);
+        load_x_hat(xp, L, n, q0, cnt, C, xb.data(), isc, ish, hat.data(), *bn0);
       } else if (need_x) {
         load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
       }
@@ -827,7 +825,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
         int64_t n, q0, cnt;
         tiles.at(i, n, q0, cnt);
         if (bn0) {
-          load_x_hat(xp, L, n, q0, cnt, C, xb.data(), hat.data(), *bn0);
+          load_x_hat(xp, L, n, q0, cnt, C, xb.data(), isc, ish, hat.data(), *bn0);
         } else {
           load_x(xp, L, n, q0, cnt, C, xb.data(), isc, ish);
         }
@@ -1086,13 +1084,13 @@ BwdBn bn_atac_backward(const at::Tensor& grad, const at::Tensor& c, const at::Te
   at::Tensor dg0, db0;
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "bn_atac_backward", [&] {
     const Folded f0 = fold(mean0, var0, g0, b0, eps0);
-    Bn0Grad<scalar_t> bn0{cast<scalar_t>(f0.scale), cast<scalar_t>(f0.shift),
-                          cast<scalar_t>(f0.rstd), {}, {}};
+    Bn0Grad<scalar_t> bn0{cast<scalar_t>(f0.rstd), {}, {}};
     for (size_t ch = 0; ch < f0.mean.size(); ++ch)
       bn0.hsh.push_back(static_cast<scalar_t>(-f0.mean[ch] * f0.rstd[ch]));
     out = backward_impl<scalar_t>(grad.to(c.scalar_type()), c, z1, w1.contiguous(), g1, b1,
                                   w2.contiguous(), g2, b2, mean1, var1, mean2, var2, batch1,
-                                  batch2, eps1, eps2, relu, bn0.isc, bn0.ish, &bn0);
+                                  batch2, eps1, eps2, relu, cast<scalar_t>(f0.scale),
+                                  cast<scalar_t>(f0.shift), &bn0);
     std::vector<double> sums(2 * c.size(1), 0.0);  // [sum dx | sum dx x^], chunks in order
     for (const auto& p : bn0.parts)
       for (size_t j = 0; j < sums.size(); ++j) sums[j] += p[j];

@@ -35,9 +35,40 @@ inline void store(T* p, typename Vec<T>::type v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+constexpr double LO = 0.01, HI = 0.99;  // C(.) of Eq. (3) of the AReLU paper: alpha's clamp
+
+// The inputs both operators accept; `op` names the operator in the message.
+inline void check(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta,
+                  const char* op) {
+  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              op, ": x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(alpha.numel() == 1 && beta.numel() == 1,
+              op, ": alpha and beta must have one element each");
+}
+
 // x viewed as dense memory: the kernels run over it flat, and outputs take its strides.
 inline at::Tensor dense(const at::Tensor& x) {
   return x.is_non_overlapping_and_dense() ? x : x.contiguous();
+}
+
+// t in x's dtype and x's (dense) strides, so that a flat pass can run over both.
+inline at::Tensor like(const at::Tensor& t, const at::Tensor& x) {
+  at::Tensor c = t.to(x.scalar_type());
+  return c.strides() == x.strides() ? c : at::empty_like(x).copy_(c);
+}
+
+// The gate's parameter gradients from the two sums of a backward pass (Eq. 9-10): dalpha is
+// s_alpha while alpha lies in [LO, HI] (the clamp passes gradient at both end points) and 0
+// outside; dbeta is s_beta sigmoid(beta) (1 - sigmoid(beta)).
+inline std::pair<at::Tensor, at::Tensor> param_grads(const at::Tensor& alpha,
+                                                     const at::Tensor& beta, double s_alpha,
+                                                     double s_beta) {
+  const at::Tensor a = alpha.detach(), b = beta.detach();
+  const at::Tensor inside = (a >= LO).logical_and(a <= HI);
+  const at::Tensor sig = b.sigmoid();
+  return {at::where(inside, at::full_like(a, s_alpha), at::zeros_like(a)),
+          at::full_like(b, s_beta) * (sig * (1 - sig))};
 }
 
 // One pass over [0, n) that also returns two sums (the gate's parameter gradients, one per side

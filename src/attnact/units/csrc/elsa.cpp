@@ -26,22 +26,19 @@
 
 namespace {
 
+using attnact_elementwise::check;
 using attnact_elementwise::dense;
+using attnact_elementwise::HI;
+using attnact_elementwise::like;
+using attnact_elementwise::LO;
+using attnact_elementwise::param_grads;
 using attnact_elementwise::pass_with_sums;
 using attnact_elementwise::Vec;
 using attnact_elementwise::W;
 
-constexpr double LO = 0.01, HI = 0.99;  // C(.) of Eq. (3)
 constexpr double SELU_ALPHA = 1.6732632423543772848170429916717;
 constexpr double SELU_SCALE = 1.0507009873554804934193349852946;
 
-void check(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta) {
-  TORCH_CHECK(x.device().is_cpu(), "attnact::elsa: x must be a CPU tensor");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "attnact::elsa: x must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(alpha.numel() == 1 && beta.numel() == 1,
-              "attnact::elsa: alpha and beta must have one element each");
-}
 
 // A(x) by name, as the torch.nn module of that activation computes it.
 at::Tensor elsa_activation(const at::Tensor& x, const std::string& kind, double p1, double p2) {
@@ -86,12 +83,6 @@ at::Tensor elsa_activation_grad(const at::Tensor& g, const at::Tensor& x, const 
 std::pair<double, double> slopes(const at::Tensor& alpha, const at::Tensor& beta,
                                  at::ScalarType dtype) {
   return {alpha.clamp(LO, HI).to(dtype).item<double>(), beta.sigmoid().to(dtype).item<double>()};
-}
-
-// The one layout every element-wise pass below runs over flat: x's (dense) strides.
-at::Tensor like(const at::Tensor& t, const at::Tensor& x) {
-  at::Tensor c = t.to(x.scalar_type());
-  return c.strides() == x.strides() ? c : at::empty_like(x).copy_(c);
 }
 
 // y = A(x) + L(x): one pass over a and x.
@@ -160,11 +151,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gate_backward(const at::Tensor& g
     };
     std::tie(sn, sp) = pass_with_sums<scalar_t>(n, row, one);
   });
-  const at::Tensor a = alpha.detach(), bt = beta.detach();
-  const at::Tensor inside = (a >= LO).logical_and(a <= HI);
-  at::Tensor d_alpha = at::where(inside, at::full_like(a, sn), at::zeros_like(a));
-  const at::Tensor sig = bt.sigmoid();
-  at::Tensor d_beta = at::full_like(bt, sp) * (sig * (1 - sig));
+  auto [d_alpha, d_beta] = param_grads(alpha, beta, sn, sp);
   return {da, d_alpha, d_beta};
 }
 
@@ -190,7 +177,7 @@ std::vector<at::Tensor> gate_backward_differentiable(const at::Tensor& g, const 
 
 at::Tensor elsa_forward(const at::Tensor& x_in, const at::Tensor& alpha, const at::Tensor& beta,
                         c10::string_view kind, double p1, double p2) {
-  check(x_in, alpha, beta);
+  check(x_in, alpha, beta, "attnact::elsa");
   const at::Tensor x = dense(x_in);
   return gate_forward(elsa_activation(x, std::string(kind), p1, p2), x, alpha, beta);
 }
@@ -199,7 +186,7 @@ at::Tensor elsa_forward(const at::Tensor& x_in, const at::Tensor& alpha, const a
 std::tuple<at::Tensor, at::Tensor, at::Tensor> elsa_backward(
     const at::Tensor& g, const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta,
     c10::string_view kind, double p1, double p2) {
-  check(x, alpha, beta);
+  check(x, alpha, beta, "attnact::elsa");
   TORCH_CHECK(g.sizes() == x.sizes(), "attnact::elsa_backward: grad must have x's shape");
   TORCH_CHECK(x.is_non_overlapping_and_dense(), "attnact::elsa_backward: x must be dense");
   at::Tensor da = elsa_activation_grad(g, x, std::string(kind), p1, p2);
