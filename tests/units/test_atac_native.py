@@ -118,6 +118,28 @@ def test_float32_matches_reference(shape, fmt, me, use_relu):
             torch.testing.assert_close(m.state_dict()[k], v, rtol=1e-6, atol=1e-7, msg=k)
 
 
+# channels_last float with C % 16 == 0: the eval forward runs on pixel rows (pixel_rows.h)
+ROWS_SHAPES = [
+    (3, 16, 5, 7, 2),   # 105 pixels: the last block of 8 holds 1
+    (2, 32, 4, 4, 16),  # C1 = 2
+    (2, 48, 3, 5, 3),   # C1 = 16; three output vectors, a block of two then one
+    (1, 64, 6, 6, 1),   # C1 = 64
+]
+
+
+@pytest.mark.parametrize("shape", ROWS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("use_relu", [True, False], ids=["relu", "norelu"])
+def test_eval_inference_on_pixel_rows_matches_reference(shape, use_relu):
+    n, c, h, w, r = shape
+    m, ref = twins(c, r=r, use_relu=use_relu)
+    m.eval(), ref.eval()
+    x = layout(torch.randn(n, c, h, w) * 2, "channels_last")
+    with torch.no_grad():
+        got, want = m(x), ref(x)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert_close(got, want, **F32, name="y")
+
+
 def test_mixed_statistics_and_no_running_statistics():
     """BN1 with batch statistics and BN2 with running ones (and the reverse), and
     track_running_stats=False in eval (batch statistics, nothing updated)."""

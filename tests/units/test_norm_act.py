@@ -142,6 +142,28 @@ def test_float32_matches_nn_modules(shape, fmt, me, use_relu):
         assert_close(got, want, **F32, name=name)
 
 
+@pytest.mark.parametrize("shape", [(3, 16, 5, 7, 2), (2, 48, 3, 5, 3)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_eval_gate_on_pixel_rows_matches_nn_modules(shape):
+    """BN0 with batch statistics before a memory-efficient ATAC in eval (z1 is not kept):
+    channels_last float with C % 16 == 0 takes the pixel-row forward (pixel_rows.h) with BN0
+    folded into its loads. Forward and gradients within 1e-5 of ``act(bn(x))``."""
+    n, c, h, w, r = shape
+    bn, act, bn_ref, act_ref = pair(c, r, memory_efficient=True)
+    act.eval(), act_ref.eval()
+    torch.manual_seed(1)
+    x0 = layout(torch.randn(n, c, h, w) * 0.5 + 4.0, "channels_last")
+    gy = torch.randn(n, c, h, w)
+    assert why_not_fused(bn, act, x0.requires_grad_()) is None
+    outs = []
+    for b, a in ((bn, act), (bn_ref, act_ref)):
+        x = x0.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+        y = norm_then_act(b, a, x) if a is act else a(b(x))
+        outs.append((y.detach(), *torch.autograd.grad(y, [x, *b.parameters()], gy)))
+    for name, got, want in zip(["y", "x", "bn.weight", "bn.bias"], *outs, strict=True):
+        assert_close(got, want, **F32, name=name)
+
+
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
 @pytest.mark.parametrize("me", [False, True], ids=["fast", "memory_efficient"])
 def test_running_statistics_after_steps(momentum, me):

@@ -11,7 +11,8 @@ leave (BN₁'s statistics need all of z₁ before any a, BN₂'s all of z₂ bef
 BatchNorm's input gradient two sums over the whole batch first):
 
 * forward, training: A (x → z₁, its sums), B (z₁ → a → z₂, its sums), C (x, z₁ → y); in eval
-  one pass, x → y;
+  one pass, x → y (for float channels_last with C a multiple of 16 on AVX-512, on pixel rows
+  with both BatchNorms folded into the weights and no tile transposes: ``csrc/pixel_rows.h``);
 * backward: B1 (BN₂'s sums; keeps gh₂, n₂ and g·σ for B2), B2 (dz₂, ∂W₂, da, gh₁ and BN₁'s
   sums), B3 (dz₁, ∂W₁, dx).
 
@@ -103,7 +104,7 @@ def _flags() -> list[str]:
 
 
 _SOURCES = ("atac.cpp", "arelu.cpp", "elsa.cpp")
-_HEADERS = ("elementwise.h",)  # included by the sources: part of the name's hash too
+_HEADERS = ("elementwise.h", "pixel_rows.h")  # included by the sources: part of the name's hash too
 
 # ATen's at::parallel_for is a header template: in an OpenMP build of PyTorch it is an
 # ``omp parallel`` region, which a translation unit compiled without -fopenmp turns into a

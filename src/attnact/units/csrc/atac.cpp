@@ -27,6 +27,8 @@
 
 #include <immintrin.h>
 
+#include "pixel_rows.h"
+
 #include <mutex>
 #include <algorithm>
 #include <type_traits>
@@ -61,29 +63,10 @@ inline void st(T* p, row_t<T> v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// sigmoid of one row of TILE lanes, out[t] = 1 / (1 + exp(-h[t])) with h[t] = z[t] * s + b.
-// For float the exp is Cephes' expf (range reduction by ln 2, degree-6 polynomial, relative
-// error about 2e-7) written on rows (std::exp is a scalar call).
+// sigmoid of one row of TILE lanes, out[t] = 1 / (1 + exp(-h[t])) with h[t] = z[t] * s + b
+// (for float on vectors, pixel_rows.h; std::exp is a scalar call).
 inline void sigmoid_row(const float* z, float s, float b, float* out) {
-  using V = row_t<float>;
-  typedef int32_t I __attribute__((vector_size(TILE * sizeof(int32_t))));
-  V x = -(ld(z) * s + b);
-  x = x > 88.3762626647949f ? V{} + 88.3762626647949f : x;
-  x = x < -87.3365478515625f ? V{} - 87.3365478515625f : x;
-  // round to nearest by the 1.5 * 2^23 trick (|x log2 e| < 2^22), exact without fast-math
-  const V fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const V r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
-  V q = V{} + 1.9875691500e-4f;
-  q = q * r + 1.3981999507e-3f;
-  q = q * r + 8.3334519073e-3f;
-  q = q * r + 4.1665795894e-2f;
-  q = q * r + 1.6666665459e-1f;
-  q = q * r + 5.0000001201e-1f;
-  const V p = q * (r * r) + r + 1.0f;
-  const I e = (__builtin_convertvector(fx, I) + 127) << 23;
-  V scale;
-  std::memcpy(&scale, &e, sizeof(scale));
-  st(out, 1.0f / (1.0f + p * scale));
+  st(out, attnact_rows::sigmoid(ld(z) * s + b));
 }
 
 inline void sigmoid_row(const double* z, double s, double b, double* out) {
@@ -501,6 +484,15 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
   at::Tensor mean1 = stat(g1), var1 = stat(g1), mean2 = stat(g2), var2 = stat(g2);
   if (!batch1) { mean1.copy_(mean1_in); var1.copy_(var1_in); }
   if (!batch2) { mean2.copy_(mean2_in); var2.copy_(var2_in); }
+  if constexpr (std::is_same<T, float>::value) {
+    if (!need_z1 && attnact_rows::usable(x)) {  // eval: one pass over pixel rows, no tiles
+      const Folded f1 = fold(mean1, var1, g1, b1, eps1), f2 = fold(mean2, var2, g2, b2, eps2);
+      const attnact_rows::FoldedMlp mlp(w1.data_ptr<float>(), w2.data_ptr<float>(), C, C1,
+                                        f1.scale, f1.shift, f2.scale, f2.shift);
+      attnact_rows::eval_forward(xp, y.data_ptr<float>(), N * HW, mlp, relu, isc, ish);
+      return Fwd{y, z1, mean1, var1, mean2, var2};
+    }
+  }
 
   // A: z1 = W1 x, stored; its sums for BN1
   if (need_z1) {
