@@ -107,6 +107,7 @@ def test_every_training_session_is_recorded(tmp_path, fakes):
     (record,) = summary["provenance"]
     assert record["torch"] == str(torch.__version__)
     assert record["threads"] == torch.get_num_threads() and record["device"] == "cpu"
+    assert record["cpu"].endswith(", " + torch.backends.cpu.get_cpu_capability())
     assert record["config_sha256"] == config_hash(cfg)
     assert record["data_sha256"] is None  # loaders passed in: no catalogued copy to hash
     train(cfg.replace(epochs=2, resume=True))
@@ -143,6 +144,8 @@ def test_a_report_header_says_where_its_runs_come_from_and_which_differ(monkeypa
     assert "the 4 runs come from 3 origins" in text
     assert "@aaaaaaaaaaaa, torch 2.13.0, cpu × 1 thread(s)" in text and " then " in text
     assert "no provenance record" in text
+    runs["r5"] = {"provenance": [{**_record("a" * 40), "cpu": "AMD EPYC, AVX512"}]}
+    assert "cpu (AMD EPYC, AVX512) × 1 thread(s)" in "\n".join(summary_lines(runs))
     assert "other code than this report's:** 2 run(s) (`r3`, `r4`)" in text
     assert other_code(runs, now) == ["r3", "r4"]
 

@@ -102,8 +102,8 @@ def hyperparameters(
             "attnact": provenance.get("attnact"),
             "commit": git.get("commit"),
             "dirty": git.get("dirty"),
-            **{k: provenance.get(k) for k in ("python", "torch", "numpy", "device", "threads",
-                                              "data_sha256", "config_sha256")},
+            **{k: provenance.get(k) for k in ("python", "torch", "numpy", "device", "cpu",
+                                              "threads", "data_sha256", "config_sha256")},
         }
         flat.update({f"provenance.{k}": v for k, v in record.items()})
     flat.update(extra)

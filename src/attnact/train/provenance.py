@@ -7,7 +7,8 @@ and :func:`same_code` says whether two records come from the same code.
 
 The record: attnact's version; the git commit and whether the source tree had uncommitted
 changes, when attnact is imported from a git checkout; Python, torch and numpy versions, the
-device and intra-op thread count; the dataset's content hash
+device, the CPU (:func:`cpu_description`: the same code on another CPU rounds differently, so
+its runs are not bit-equal) and intra-op thread count; the dataset's content hash
 (:func:`attnact.data.dataset_fingerprint`) and a hash of the effective config (the fields that
 decide what the run computes, :func:`attnact.train.config.config_identity`).
 """
@@ -32,6 +33,7 @@ __all__ = [
     "code_identity",
     "collect",
     "config_hash",
+    "cpu_description",
     "current_code",
     "describe",
     "git_state",
@@ -97,11 +99,28 @@ def collect(
         "torch": str(torch.__version__),
         "numpy": np.__version__,
         "device": str(device),
+        "cpu": cpu_description(),
         "threads": torch.get_num_threads(),
         "dataset": config.dataset,
         "data_sha256": data,
         "config_sha256": config_hash(config),
     }
+
+
+def cpu_description() -> str:
+    """The CPU as it decides a run's rounding: its model name (``/proc/cpuinfo`` on Linux, else
+    the platform's processor string) and the vector instruction set torch dispatches to, e.g.
+    ``AMD EPYC, AVX512``. Runs of the same code and seed on CPUs with another set (or another
+    BLAS path) differ in the last bits, and training amplifies those differences."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _data_fingerprint(config: TrainConfig) -> str | None:
@@ -139,8 +158,9 @@ def same_code(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 def describe(record: Mapping[str, Any]) -> str:
     """One line for a report header: code, torch, device × threads, data hash."""
     data = record.get("data_sha256")
+    cpu = f" ({record['cpu']})" if record.get("cpu") else ""  # records before 0.1.0's cpu field
     return (f"attnact {code_identity(record)}, torch {record.get('torch')}, "
-            f"{record.get('device')} × {record.get('threads')} thread(s), "
+            f"{record.get('device')}{cpu} × {record.get('threads')} thread(s), "
             f"{record.get('dataset')} {str(data)[:19] + '…' if data else '(not hashed)'}")
 
 
