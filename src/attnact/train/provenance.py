@@ -158,7 +158,7 @@ def same_code(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 def describe(record: Mapping[str, Any]) -> str:
     """One line for a report header: code, torch, device × threads, data hash."""
     data = record.get("data_sha256")
-    cpu = f" ({record['cpu']})" if record.get("cpu") else ""  # records before 0.1.0's cpu field
+    cpu = f" ({record['cpu']})" if record.get("cpu") else ""  # older records name no CPU
     return (f"attnact {code_identity(record)}, torch {record.get('torch')}, "
             f"{record.get('device')}{cpu} × {record.get('threads')} thread(s), "
             f"{record.get('dataset')} {str(data)[:19] + '…' if data else '(not hashed)'}")
