@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -627,3 +628,20 @@ def test_compare_runs_on_the_same_store_and_runner(tmp_path):
     assert RunStore(tmp_path / "runs").keys() == ["atac/seed0", "relu/seed0"]
     with pytest.raises(ValueError, match="workers > 1"):
         compare(["relu"], base, tmp_path, seeds=1, fit=fake, workers=2)
+
+
+def test_the_precision_top_up_adds_seed_indices_only_where_it_says(tmp_path):
+    class TopUp(FakeExperiment):
+        topups: ClassVar = {"quick": (({"act": "atac"}, 4),)}
+
+    exp = TopUp(FakeFit())
+    keys = sorted(s.key for s in exp.design("quick", 2))
+    assert keys == ["atac-seed0", "atac-seed1", "atac-seed2", "atac-seed3",
+                    "relu-seed0", "relu-seed1"]
+    assert len(exp.design("quick", 5)) == 10  # the top-up is a floor, not a cap
+    assert len(exp.design("paper", 2)) == 4  # only its own preset
+    result = reproduce(exp, preset="quick", seeds=2, backend="inline", out=tmp_path / "rep",
+                       runs=tmp_path / "runs", command="attnact reproduce fake-exp", log=quiet)
+    assert result.ok and len(result.sweep.trained) == 6
+    md = result.files["table.md"].read_text()
+    assert "**Precision top-up:** 1 grid point(s) have more seeds" in md and "act atac: 4" in md

@@ -106,7 +106,7 @@ def test_budget_report_and_claims_read_each_length_as_its_own_difference(tmp_pat
     exp = get_experiment("atac-budget")
     store = RunStore(tmp_path / "runs")
     gap = {1: -1.0, 4: 0.5, 12: 1.0}
-    for spec in exp.grid("standard", 3):
+    for spec in exp.design("standard", 3):  # with the top-up's seeds
         c = spec.coords
         atac_gap = gap[c["train_epochs"]] if c["unit"] == "atac" else 0.0
         _fake(store, spec, 85.0 + c["seed"] + atac_gap)
@@ -178,3 +178,41 @@ def test_standard_reports_state_the_design_target_and_the_achieved_widths(tmp_pa
     quick = get_experiment("atac-ablation")
     assert quick.precision_targets.get("quick") is None
     assert get_experiment("elsa").precision_targets["standard"] == 2.0
+
+
+def test_the_precision_top_up_is_the_plan_the_first_seeds_give():
+    """STANDARD_TOPUP as committed equals what benchmarks/standard_topup_plan.py derives from
+    the first design's seeds in the committed results.csv files (the top-up's own seeds are
+    not read, so the plan stays the same after it ran)."""
+    import importlib.util
+    from pathlib import Path
+
+    from attnact.experiments import arelu_mnist, atac
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(
+        "standard_topup_plan", root / "benchmarks" / "standard_topup_plan.py")
+    assert spec is not None and spec.loader is not None
+    plan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plan)
+    reports = root / "reports"
+
+    def as_table(extra):
+        return sorted((sorted(dict(p).items()), n) for p, n in extra.items())
+
+    def committed(topup):
+        return sorted((sorted(where.items()), n) for where, n in topup)
+
+    by_exp, _ = plan.atac_plan(reports, 90 * 60)
+    for name in ("atac-ablation", "atac-activations"):
+        assert as_table(by_exp[name]) == committed(atac.STANDARD_TOPUP[name]), name
+    budget, _ = plan.budget_plan(reports, 30 * 60)
+    assert as_table(budget) == committed(atac.STANDARD_TOPUP["atac-budget"])
+    mnist, runs = plan.mnist_plan(reports, 150)
+    assert as_table(mnist) == committed(arelu_mnist.STANDARD_TOPUP) and runs == 146
+    # and every point it names is one of its experiment's grid points
+    for name in STANDARD:
+        exp = get_experiment(name)
+        extra = exp.design("standard", exp.default_seeds["standard"])
+        assert len(extra) > len(exp.grid("standard", exp.default_seeds["standard"])) or not \
+            exp.topups.get("standard"), name

@@ -79,3 +79,37 @@ def test_precision_section_leaves_out_differences_without_spread():
     assert "1 paired difference(s) with 2 seeds" in text and "narrowest ±2.00" in text
     assert "Left out: 1 difference(s) that are the same on every seed" in text
     assert "Left out" not in precision_section(rows[1:])
+
+
+def test_seeds_for_half_width_is_the_fewest_seeds_whose_interval_is_narrow_enough():
+    from attnact.report.stats import seeds_for_half_width
+
+    # sd 1, target ±1: t(5)/√6 = 2.5706/2.449 = 1.049 misses, t(6)/√7 = 2.4469/2.646 = 0.925 meets
+    assert seeds_for_half_width(1.0, 1.0) == 7
+    # the pilot's AReLU − ReLU at SGD 1e-5 (sd 3.2, target ±2): t(11)·3.2/√12 = 2.033 misses,
+    # t(12)·3.2/√13 = 1.934 meets (benchmarks/standard-preset-pilot.md: "about 13 seeds")
+    assert seeds_for_half_width(3.2, 2.0) == 13
+    assert seeds_for_half_width(0.0, 2.0) == 2
+    assert seeds_for_half_width(1e6, 1.0, limit=50) == 50
+    with pytest.raises(ValueError, match="half_width must be positive"):
+        seeds_for_half_width(1.0, 0.0)
+    with pytest.raises(ValueError, match="std must be a non-negative number"):
+        seeds_for_half_width(float("nan"), 1.0)
+
+
+def test_precision_section_prices_the_differences_that_miss_the_design_target():
+    from attnact.experiments.reporting import DesignTarget, precision_section
+
+    t5 = 2.570581836  # t_{0.975, 5}
+    rows = [  # 6 seeds each: half-widths ±1.0 (within ±2) and ±4.0 (sd 4·√6/t5 = 3.81)
+        {"act": "selu", "lr": "1e-4", "n_seeds": 6, "diff_ci_low": -1.0, "diff_ci_high": 1.0},
+        {"act": "slaf", "lr": "1e-4", "n_seeds": 6, "diff_ci_low": 1.0, "diff_ci_high": 9.0},
+    ]
+    text = precision_section(rows, DesignTarget(2.0, lambda row: 36.0))
+    assert "**Against the design target ±2:** 1 of 2 paired differences are within it." in text
+    sd = 4.0 * math.sqrt(6) / t5
+    assert f"a per-seed spread (sd of the paired Δ) of {sd:.2f} points" in text
+    # t(n−1)·3.81/√n ≤ 2 first holds at n = 17 (t(16) = 2.1199: 1.961; t(15) = 2.1314: 2.031)
+    assert "| slaf | 1e-4 | 6 | 3.81 | ±4.00 | 17 |" in text
+    assert "at least 11 more runs" in text and "about 0.1 core-hours" in text  # 11 × 36 s
+    assert "Against" not in precision_section(rows)  # no target, no verdict on it

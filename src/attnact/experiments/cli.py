@@ -151,7 +151,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         seeds = args.seeds if args.seeds is not None else int(
             exp.default_seeds.get(args.preset, 1))
         check_positive_int("--seeds", seeds)
-        specs = filter_specs(exp.grid(args.preset, seeds), where)
+        specs = filter_specs(exp.design(args.preset, seeds), where)
         store = RunStore(args.runs or Path("runs") / "reproduce" / args.preset)
         if args.archive is not None:
             return _archive(store, exp.name, specs, RunStore(args.archive))

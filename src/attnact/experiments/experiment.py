@@ -18,7 +18,7 @@ from attnact.experiments.keys import RunSpec
 from attnact.experiments.results import Results
 from attnact.experiments.store import RunStore
 
-__all__ = ["Experiment", "ReportContext"]
+__all__ = ["Experiment", "ReportContext", "matches"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,36 @@ class Experiment(abc.ABC):
     # per preset, the half-width (points) its paired differences' 95% intervals are designed to
     # reach; the report header states it beside the achieved widths
     precision_targets: ClassVar[Mapping[str, float]] = {}
+    # per preset, the precision top-up: grid points (a selector of coordinates, compared as
+    # text) that the design gives more seeds than the preset's default, with their seed count
+    topups: ClassVar[Mapping[str, Sequence[tuple[Mapping[str, Any], int]]]] = {}
 
     @abc.abstractmethod
     def grid(self, preset: str, seeds: int) -> list[RunSpec]:
         """The runs of ``preset`` with ``seeds`` seeds each (seed indices 0 … seeds − 1)."""
+
+    def design(self, preset: str, seeds: int) -> list[RunSpec]:
+        """:meth:`grid` with ``seeds`` seeds, plus the preset's precision top-up
+        (:attr:`topups`): the extra seed indices of the grid points it names."""
+        specs = self.grid(preset, seeds)
+        topup = self.topups.get(preset, ())
+        most = max((n for _, n in topup), default=0)
+        if most <= seeds:
+            return specs
+        have = {s.key for s in specs}
+        for spec in self.grid(preset, most):
+            seed = int(spec.coords["seed"])
+            if spec.key not in have and any(
+                seed < n and matches(spec.coords, where) for where, n in topup
+            ):
+                specs.append(spec)
+        return specs
+
+    def topup_points(self, preset: str, specs: Sequence[RunSpec]) -> list[tuple[str, int]]:
+        """The top-up's grid points that ``specs`` hold, as ``("act relu, lr 1e-5", seeds)``."""
+        return [(", ".join(f"{k} {v}" for k, v in where.items()), n)
+                for where, n in self.topups.get(preset, ())
+                if any(matches(s.coords, where) for s in specs)]
 
     @abc.abstractmethod
     def report(self, results: Results, out: Path, context: ReportContext) -> dict[str, Path]:
@@ -71,3 +97,9 @@ class Experiment(abc.ABC):
     def required_datasets(self, specs: Sequence[RunSpec]) -> list[str]:
         """Datasets the runs read (checked before training starts)."""
         return sorted({s.config.dataset for s in specs})
+
+
+def matches(coords: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    """Whether a run's coordinates hold every item of ``where`` (compared as text, so ``b=1``
+    matches the integer 1)."""
+    return all(k in coords and str(coords[k]) == str(v) for k, v in where.items())

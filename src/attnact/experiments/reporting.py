@@ -24,14 +24,23 @@ from attnact.experiments.results import Results
 from attnact.experiments.store import RunRecord
 from attnact.fileio import atomic_write_text
 from attnact.report.figures import figure
-from attnact.report.stats import NO_SPREAD, Summary, paired_difference, summarize
+from attnact.report.stats import (
+    NO_SPREAD,
+    Summary,
+    paired_difference,
+    seeds_for_half_width,
+    summarize,
+    t_quantile,
+)
 from attnact.report.tables import to_csv, to_latex, to_markdown
 from attnact.train.provenance import summary_lines as provenance_lines
 
 __all__ = [
+    "DesignTarget",
     "GroupStats",
     "best_key",
     "bold_best",
+    "design_target",
     "final_top1",
     "group_stats",
     "header",
@@ -168,11 +177,18 @@ def write_tables(
     sections: Sequence[tuple[str, str]],
     latex: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
     summary_rows: Sequence[Mapping[str, Any]],
+    design: DesignTarget | None = None,
+    precision_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """``table.md`` (header + markdown sections), ``table.tex`` (one table per entry of
-    ``latex``: caption, rows) and ``summary.csv`` (one numeric row per grid point)."""
+    ``latex``: caption, rows) and ``summary.csv`` (one numeric row per grid point).
+
+    The precision section reads the paired differences of ``precision_rows`` (default: the
+    summary rows; a report whose tables show one measurement twice passes it once) and, with a
+    ``design`` target, says which of them meet it."""
     md = head.rstrip() + "\n"
-    precision = precision_section(summary_rows)
+    rows = summary_rows if precision_rows is None else precision_rows
+    precision = precision_section(rows, design)
     if precision:
         sections = [*sections, ("Precision of the paired differences", precision)]
     for title, body in sections:
@@ -185,7 +201,34 @@ def write_tables(
     }
 
 
-def precision_section(summary_rows: Sequence[Mapping[str, Any]]) -> str:
+@dataclass(frozen=True)
+class DesignTarget:
+    """A preset's precision target (:attr:`Experiment.precision_targets`) and what a run costs,
+    to price meeting the target where it is missed."""
+
+    half_width: float  # points
+    run_seconds: Callable[[Mapping[str, Any]], float]  # summary row -> seconds per run there
+
+
+def design_target(exp: Experiment, context: ReportContext, results: Results) -> DesignTarget | None:
+    """The report's :class:`DesignTarget` (run cost: the mean wall time of the finished runs at
+    the row's grid point), or None when its preset has no precision target."""
+    target = exp.precision_targets.get(context.preset)
+    if target is None:
+        return None
+    axes = {k for spec in results.specs for k in spec.coords} - {"seed"}
+
+    def run_seconds(row: Mapping[str, Any]) -> float:
+        times = [r.wall_time_s for r in results.select(**{k: v for k, v in row.items()
+                                                           if k in axes})]
+        return math.fsum(times) / len(times) if times else math.nan
+
+    return DesignTarget(target, run_seconds)
+
+
+def precision_section(
+    summary_rows: Sequence[Mapping[str, Any]], design: DesignTarget | None = None
+) -> str:
     """What the design can resolve: the half-widths of the paired differences' 95% intervals
     (``diff_ci_low``/``diff_ci_high`` of :meth:`GroupStats.numeric` rows with two or more seeds).
     The half-width is the smallest effect the design detects: a true Δ much smaller than it is
@@ -219,7 +262,49 @@ def precision_section(summary_rows: Sequence[Mapping[str, Any]]) -> str:
         + (f" Left out: {flat} difference(s) that are the same on every seed (no spread, so "
            f"their zero-width interval measures nothing)." if flat else "")
         + "\n"
+        + (_against_target(widths, design) if design is not None else "")
     )
+
+
+def _against_target(
+    widths: Sequence[tuple[float, Mapping[str, Any]]], design: DesignTarget
+) -> str:
+    """Which paired differences meet the design's half-width and, for the others, the seeds
+    their measured spread says they need (:func:`seeds_for_half_width`) and what those cost."""
+    target = design.half_width
+    missed = []
+    for half, row in widths:
+        if half > target + 1e-9:
+            n = int(row["n_seeds"])
+            # the spread the interval was made from: half = t · sd / √n, inverted
+            std = half * math.sqrt(n) / t_quantile(0.95, n - 1)
+            missed.append((seeds_for_half_width(std, target), n, std, half, row))
+    text = (f"\n**Against the design target ±{target:g}:** {len(widths) - len(missed)} of "
+            f"{len(widths)} paired differences are within it.")
+    if not missed:
+        return text + "\n"
+    missed.sort(key=lambda m: m[0])
+    more = sum(need - n for need, n, *_ in missed)
+    hours = math.fsum((need - n) * design.run_seconds(row) for need, n, *_, row in missed) / 3600
+    low, high = min(m[2] for m in missed), max(m[2] for m in missed)
+    spread = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}"
+    others = "The other one has" if len(missed) == 1 else f"The other {len(missed)} have"
+    text += (
+        f" {others} a per-seed spread (sd of the paired Δ) of {spread} points; by that "
+        f"spread, n = min{{n : t₀.₉₇₅(n−1) · sd / √n ≤ {target:g}}} seeds each would meet it "
+        f"(median {int(np.median([m[0] for m in missed]))}, at most {missed[-1][0]}). That is at "
+        f"least {more} more runs (the compared unit's alone; more where the baseline needs "
+        f"seeds too), about {hours:.1f} core-hours at the wall time its runs took at each grid "
+        f"point.\n\n"
+    )
+    # the grid point's coordinates, less those every listed row shares (said once above)
+    coords = [{k: v for k, v in row.items() if k not in GroupStats.STATISTICS and v is not None}
+              for *_, row in missed]
+    varying = [k for k in coords[0] if len({str(c.get(k)) for c in coords}) > 1] or list(coords[0])
+    rows = [{**{k: c.get(k, "–") for k in varying}, "seeds": n, "sd of Δ": f"{std:.2f}",
+             "half-width": f"±{half:.2f}", f"seeds for ±{target:g}": need}
+            for c, (need, n, std, half, _) in zip(coords, missed, strict=True)]
+    return text + to_markdown(rows) + "\n"
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], note: str = "") -> str:
@@ -281,6 +366,15 @@ def header(exp: Experiment, context: ReportContext, results: Results) -> str:
         f"(seed index k trains with seed k, so runs with the same index share data order and "
         f"are compared pairwise). Every run is one row of `results.csv`.",
     ]
+    topup = exp.topup_points(context.preset, specs)
+    if topup:
+        points = "; ".join(f"{where}: {n}" for where, n in topup)
+        lines.append(
+            f"**Precision top-up:** {len(topup)} grid point(s) have more seeds, sized from the "
+            f"spread their first {context.seeds} measured (the fewest seeds that meet the design "
+            f"target at 1.1 × that spread, cheapest comparisons first within the budget; "
+            f"benchmarks/standard-preset-pilot.md): {points}. A paired difference uses the "
+            f"seed indices both of its units have.")
     if missing:
         shown = ", ".join(f"`{s.key}` ({results.store.status(s.key)})" for s in missing[:12])
         more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""

@@ -97,7 +97,7 @@ def reproduce(
     check_run_options(workers, backend, threads)
     check_directory_argument("out", out)
     check_directory_argument("runs", runs)
-    specs = filter_specs(exp.grid(preset, seeds), where)
+    specs = filter_specs(exp.design(preset, seeds), where)
     if loggers:
         specs = [dataclasses.replace(s, config=s.config.replace(loggers=loggers)) for s in specs]
     out_dir = Path(out) if out is not None else Path("reports") / exp.name / preset

@@ -13,7 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["NO_SPREAD", "Summary", "paired_difference", "summarize"]
+__all__ = ["NO_SPREAD", "Summary", "paired_difference", "seeds_for_half_width", "summarize",
+           "t_quantile"]
 
 #: A standard deviation at or below this is no spread: identical values up to the rounding of
 #: float arithmetic (accuracies are multiples of one test image, so two seeds can tie exactly).
@@ -69,11 +70,7 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
         nan = float("nan")
         return Summary(1, mean, nan, nan, nan, confidence)
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    # SciPy takes a second to import: loaded where an interval is computed, not by the CLI
-    from scipy import stats as scipy_stats
-
-    t = float(scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1))
-    half = t * std / math.sqrt(n)
+    half = t_quantile(confidence, n - 1) * std / math.sqrt(n)
     return Summary(n, mean, std, mean - half, mean + half, confidence)
 
 
@@ -87,3 +84,32 @@ def paired_difference(
             f"and {len(baseline)} baseline values"
         )
     return summarize([a - b for a, b in zip(values, baseline, strict=True)], confidence)
+
+
+def t_quantile(confidence: float, df: int) -> float:
+    """The two-sided Student-t quantile t_{(1+c)/2, df} of a ``confidence`` interval."""
+    # SciPy takes a second to import: loaded where an interval is computed, not by the CLI
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.t.ppf(0.5 + confidence / 2, df=df))
+
+
+def seeds_for_half_width(
+    std: float, half_width: float, confidence: float = 0.95, *, limit: int = 100_000
+) -> int:
+    """The fewest seeds n ≥ 2 whose interval t_{(1+c)/2, n−1} · std / √n is at most
+    ``half_width``: the size a design needs if ``std`` is the spread its pilot measured.
+
+    The interval narrows with both √n and the t quantile, so the answer is found by stepping
+    n up (a closed form would need the quantile of the unknown n). ``limit`` is returned when
+    even that many seeds would not do (a spread far above the target)."""
+    if not half_width > 0:
+        raise ValueError(f"half_width must be positive, got {half_width!r}")
+    if not std >= 0:
+        raise ValueError(f"std must be a non-negative number, got {std!r}")
+    n = 2
+    # the normal approximation n ≈ (1.96 s / h)² is a lower bound: start just below it
+    n = max(n, int((t_quantile(confidence, 10_000) * std / half_width) ** 2) - 1)
+    while n < limit and t_quantile(confidence, n - 1) * std / math.sqrt(n) > half_width:
+        n += 1
+    return min(n, limit)
