@@ -140,7 +140,8 @@ STANDARD_PRECISION = 2.0
 #: plain-activation runs are the same runs): grid points whose first seeds (6; ELSA's 5)
 #: measured a spread too wide for :data:`STANDARD_PRECISION`, with the seeds that meet it at
 #: 1.1 × that spread: the one Table 4 cell without a verdict (ELSA(Sigmoid), SGD 1e-5) first,
-#: then the cheapest comparisons, 146 runs in all (benchmarks/standard_topup_plan.py).
+#: then the cheapest comparisons: 130 new runs (benchmarks/standard_topup_plan.py, which counts
+#: 146: see its mnist_plan).
 STANDARD_TOPUP: tuple[tuple[dict[str, Any], int], ...] = (
     ({"act": "arelu", "lr": "1e-4", "optimizer": "adam"}, 9),
     ({"act": "arelu", "lr": "1e-4", "optimizer": "sgd"}, 8),
