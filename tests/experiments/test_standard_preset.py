@@ -216,3 +216,24 @@ def test_the_precision_top_up_is_the_plan_the_first_seeds_give():
         extra = exp.design("standard", exp.default_seeds["standard"])
         assert len(extra) > len(exp.grid("standard", exp.default_seeds["standard"])) or not \
             exp.topups.get("standard"), name
+
+
+def test_the_ablation_report_gives_the_widths_of_the_claims_comparisons_with_atac(tmp_path):
+    """ATAC's top-1 fabricated as the other units' plus a per-seed wobble (0, 0.6, 0.2, 1.0)
+    that they do not share: every unit − ATAC difference then has that spread, and the
+    precision section reports its Student-t half-width (scipy's), not the narrower unit − ReLU
+    one (ReLU and the other units move together, so those differences have no spread)."""
+    from scipy import stats
+
+    wobble = [0.0, 0.6, 0.2, 1.0]
+    exp = get_experiment("atac-ablation")
+    store = RunStore(tmp_path / "runs")
+    for spec in exp.grid("standard", 4):
+        c = spec.coords
+        _fake(store, spec, 85.0 + c["seed"] + (wobble[c["seed"]] if c["unit"] == "atac" else 0))
+    result = reproduce("atac-ablation", preset="standard", seeds=4, runs=tmp_path / "runs",
+                       out=tmp_path / "rep", report_only=True, log=quiet)
+    precision = result.files["table.md"].read_text().split("## Precision of the paired")[1]
+    half = stats.t.ppf(0.975, 3) * stats.tstd(wobble) / 2
+    assert f"4 paired difference(s) with 4 seeds: 95% CI half-width median ±{half:.2f}" in precision
+    assert "| se_activation | SEActivation vs ATAC (ours) | 4 |" in precision

@@ -395,6 +395,9 @@ class UnitsByDepth(Experiment):
 
     units: ClassVar[tuple[str, ...]]
     baseline: ClassVar[str] = "relu"
+    # the unit the paper's claims compare every other unit with (C1, C2, C5, C6: ATAC), whose
+    # paired differences the precision section reports; None: those to the baseline
+    compared_with: ClassVar[str | None] = None
     paper_b: ClassVar[tuple[int, ...]] = TABLE_III_B
     quick_b: ClassVar[tuple[int, ...]] = QUICK_B
     paper_numbers: ClassVar[bool] = False  # True: Table III's numbers beside ours
@@ -457,6 +460,7 @@ class UnitsByDepth(Experiment):
         sections: list[tuple[str, str]] = []
         latex: list[tuple[str, list[dict[str, Any]]]] = []
         summary: list[dict[str, Any]] = []
+        precision: list[dict[str, Any]] = []
         files: dict[str, Path] = {}
         for dataset in datasets:
             groups = [{"dataset": dataset, "b": b, "unit": u} for u in units for b in depths]
@@ -488,6 +492,7 @@ class UnitsByDepth(Experiment):
             latex.append((f"{self.source}, {context.preset} preset, {name}: test top-1 (%) over "
                           f"seeds, paired difference to {self.label(self.baseline)}", detail))
             summary += [{**st.numeric(), "label": self.label(st.coords["unit"])} for st in stats]
+            precision += self._claim_differences(results, groups)
             fig = out / f"{self.figure_name}_{dataset}.png"
             reference = None
             if self.paper_numbers and dataset in TABLE_III:
@@ -510,8 +515,22 @@ class UnitsByDepth(Experiment):
         head = header(self, context, results)
         files.update(write_tables(out, head=head, sections=[*sections, *extra_sections],
                                   latex=latex, summary_rows=summary,
-                                  design=design_target(self, context, results)))
+                                  design=design_target(self, context, results),
+                                  precision_rows=precision if self.compared_with else None))
         return files
+
+    def _claim_differences(
+        self, results: Results, groups: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Rows of every other unit's paired difference to :attr:`compared_with` (the widths
+        the claims are decided with; the sign does not matter for a width)."""
+        versus = self.compared_with
+        if versus is None:
+            return []
+        stats = group_stats(results, [g for g in groups if g["unit"] != versus],
+                            baseline=lambda g: {**g, "unit": versus})
+        return [{**st.numeric(), "label": f"{self.label(st.coords['unit'])} vs "
+                 f"{self.label(versus)}"} for st in stats]
 
     def _paper_column(self, preset: str, paper_set: str) -> str | None:
         if not self.paper_numbers:
@@ -581,6 +600,7 @@ class AtacAblation(UnitsByDepth):
     title = "Table III: ATAC vs ReLU, SEActivation, NiN, LocalSENet over depth b"
     source = "Dai et al., \"Attention as Activation\" (ICPR 2020), Sec. IV-B, Table III"
     units = ("relu", "se_activation", "nin", "localse", "atac")
+    compared_with = "atac"
     presets: ClassVar[tuple[str, ...]] = ("paper", "quick", "standard")
     default_seeds: ClassVar[Mapping[str, int]] = {"paper": 3, "quick": 2, "standard": 6}
     precision_targets: ClassVar[Mapping[str, float]] = {"standard": STANDARD_PRECISION}
@@ -604,6 +624,7 @@ class AtacActivations(UnitsByDepth):
     title = "Fig. 7: ATAC vs ReLU, SELU, Swish, xUnit (+ GELU, PReLU) over depth b"
     source = "Dai et al., \"Attention as Activation\" (ICPR 2020), Sec. IV-C, Fig. 7"
     units = ("relu", "selu", "swish", "xunit", "gelu", "prelu", "atac")
+    compared_with = "atac"
     presets: ClassVar[tuple[str, ...]] = ("paper", "quick", "standard")
     default_seeds: ClassVar[Mapping[str, int]] = {"paper": 3, "quick": 2, "standard": 6}
     precision_targets: ClassVar[Mapping[str, float]] = {"standard": STANDARD_PRECISION}
@@ -635,6 +656,7 @@ class AtacNetworks(UnitsByDepth):
     title = "Fig. 8: ATAC-ResNet vs ResNet, SE-ResNet, GE-ResNet over depth b"
     source = "Dai et al., \"Attention as Activation\" (ICPR 2020), Sec. IV-C, Fig. 8"
     units = ("relu", "se_resnet", "ge_resnet", "atac")
+    compared_with = "atac"
     paper_b = (1, 2, 3, 4, 5)
     labels: ClassVar[Mapping[str, str]] = {"relu": "ResNet", "atac": "ATAC-ResNet"}
 
