@@ -98,6 +98,18 @@ def _fake(store: RunStore, spec, top1: float) -> None:
         json.dumps({"status": "finished", "params": 1, "wall_time_s": 6.0}))
 
 
+def _report_with_atac_wobble(tmp_path, experiment: str, wobble: list[float]) -> str:
+    """table.md of the standard ``experiment`` on fabricated runs, one seed per ``wobble``
+    entry: every unit scores 85 + seed, ATAC that plus ``wobble[seed]``."""
+    store = RunStore(tmp_path / "runs")
+    for spec in get_experiment(experiment).grid("standard", len(wobble)):
+        c = spec.coords
+        _fake(store, spec, 85.0 + c["seed"] + (wobble[c["seed"]] if c["unit"] == "atac" else 0))
+    result = reproduce(experiment, preset="standard", seeds=len(wobble), runs=tmp_path / "runs",
+                       out=tmp_path / "rep", report_only=True, log=quiet)
+    return result.files["table.md"].read_text()
+
+
 def test_budget_report_and_claims_read_each_length_as_its_own_difference(tmp_path):
     """ATAC − ReLU fabricated as −1 at 1 epoch, +0.5 at 4 and +1 at 12 (plus seed noise common
     to both units): the report's paired differences are exactly those, and CLAIMS.md reads the
@@ -159,14 +171,7 @@ def test_standard_reports_state_the_design_target_and_the_achieved_widths(tmp_pa
     from scipy import stats
 
     deltas = [0.2, 0.9, -0.1, 0.6]
-    exp = get_experiment("atac-budget")
-    store = RunStore(tmp_path / "runs")
-    for spec in exp.grid("standard", 4):
-        c = spec.coords
-        _fake(store, spec, 85.0 + c["seed"] + (deltas[c["seed"]] if c["unit"] == "atac" else 0))
-    result = reproduce("atac-budget", preset="standard", seeds=4, runs=tmp_path / "runs",
-                       out=tmp_path / "rep", report_only=True, log=quiet)
-    md = result.files["table.md"].read_text()
+    md = _report_with_atac_wobble(tmp_path, "atac-budget", deltas)
     assert "**Design target:** paired differences with 95% intervals within ±0.5 points" in md
     half = stats.t.ppf(0.975, 3) * stats.tstd(deltas) / len(deltas) ** 0.5
     precision = md.split("## Precision of the paired differences")[1]
@@ -226,14 +231,8 @@ def test_the_ablation_report_gives_the_widths_of_the_claims_comparisons_with_ata
     from scipy import stats
 
     wobble = [0.0, 0.6, 0.2, 1.0]
-    exp = get_experiment("atac-ablation")
-    store = RunStore(tmp_path / "runs")
-    for spec in exp.grid("standard", 4):
-        c = spec.coords
-        _fake(store, spec, 85.0 + c["seed"] + (wobble[c["seed"]] if c["unit"] == "atac" else 0))
-    result = reproduce("atac-ablation", preset="standard", seeds=4, runs=tmp_path / "runs",
-                       out=tmp_path / "rep", report_only=True, log=quiet)
-    precision = result.files["table.md"].read_text().split("## Precision of the paired")[1]
+    md = _report_with_atac_wobble(tmp_path, "atac-ablation", wobble)
+    precision = md.split("## Precision of the paired")[1]
     half = stats.t.ppf(0.975, 3) * stats.tstd(wobble) / 2
     assert f"4 paired difference(s) with 4 seeds: 95% CI half-width median ±{half:.2f}" in precision
     assert "| se_activation | SEActivation vs ATAC (ours) | 4 |" in precision
