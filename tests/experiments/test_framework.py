@@ -640,6 +640,12 @@ def test_the_precision_top_up_adds_seed_indices_only_where_it_says(tmp_path):
                     "relu-seed0", "relu-seed1"]
     assert len(exp.design("quick", 5)) == 10  # the top-up is a floor, not a cap
     assert len(exp.design("paper", 2)) == 4  # only its own preset
+
+    class Typo(FakeExperiment):
+        topups: ClassVar = {"quick": (({"act": "atak"}, 4),)}
+
+    with pytest.raises(ValueError, match=r"top-up names \{'act': 'atak'\}, which matches none"):
+        Typo(FakeFit()).design("quick", 2)
     result = reproduce(exp, preset="quick", seeds=2, backend="inline", out=tmp_path / "rep",
                        runs=tmp_path / "runs", command="attnact reproduce fake-exp", log=quiet)
     assert result.ok and len(result.sweep.trained) == 6

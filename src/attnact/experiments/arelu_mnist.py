@@ -42,7 +42,7 @@ import torch
 if TYPE_CHECKING:
     from attnact.units.arelu import AReLU
 
-from attnact.experiments.experiment import Experiment, ReportContext
+from attnact.experiments.experiment import Experiment, ReportContext, TopUp
 from attnact.experiments.keys import RunSpec, run_key
 from attnact.experiments.registry import register_experiment
 from attnact.experiments.reporting import (
@@ -142,7 +142,7 @@ STANDARD_PRECISION = 2.0
 #: 1.1 × that spread: the one Table 4 cell without a verdict (ELSA(Sigmoid), SGD 1e-5) first,
 #: then the cheapest comparisons: 130 new runs (benchmarks/standard_topup_plan.py, which counts
 #: 146: see its mnist_plan).
-STANDARD_TOPUP: tuple[tuple[dict[str, Any], int], ...] = (
+STANDARD_TOPUP: TopUp = (
     ({"act": "arelu", "lr": "1e-4", "optimizer": "adam"}, 9),
     ({"act": "arelu", "lr": "1e-4", "optimizer": "sgd"}, 8),
     ({"act": "arelu", "lr": "1e-5", "optimizer": "sgd"}, 14),
@@ -173,6 +173,11 @@ STANDARD_TOPUP: tuple[tuple[dict[str, Any], int], ...] = (
     ({"act": "swish", "lr": "1e-4", "optimizer": "sgd"}, 7),
     ({"act": "tanh", "lr": "1e-5", "optimizer": "sgd"}, 6),
 )
+
+
+def _topup_of(activations: Sequence[str]) -> TopUp:
+    """The entries of :data:`STANDARD_TOPUP` whose activation a grid of ``activations`` has."""
+    return tuple((where, n) for where, n in STANDARD_TOPUP if where["act"] in activations)
 
 #: Learning rates per preset: ``standard`` runs the small ones, where the claims are (A1, A2).
 PRESET_LRS: dict[str, tuple[float, ...]] = {"paper": LRS, "quick": LRS, "standard": SMALL_LRS}
@@ -265,9 +270,8 @@ class AReLUConvergence(Experiment):
     presets: ClassVar[tuple[str, ...]] = ("paper", "quick", "standard")
     default_seeds: ClassVar[Mapping[str, int]] = {"paper": 5, "quick": 2, "standard": 6}
     precision_targets: ClassVar[Mapping[str, float]] = {"standard": STANDARD_PRECISION}
-    topups: ClassVar[Mapping[str, Sequence[tuple[Mapping[str, Any], int]]]] = {
-        "standard": STANDARD_TOPUP}
     activations: ClassVar[tuple[str, ...]] = ACTIVATIONS
+    topups: ClassVar[Mapping[str, TopUp]] = {"standard": _topup_of(ACTIVATIONS)}
 
     def grid(self, preset: str, seeds: int) -> list[RunSpec]:
         self.check_preset(preset)
@@ -435,12 +439,11 @@ class ELSAExperiment(AReLUConvergence):
     source = "Chen et al., \"AReLU\" (2020), Sec. 4.6, Table 4"
     default_seeds: ClassVar[Mapping[str, int]] = {"paper": 5, "quick": 2, "standard": 5}
     precision_targets: ClassVar[Mapping[str, float]] = {"standard": STANDARD_PRECISION}
-    topups: ClassVar[Mapping[str, Sequence[tuple[Mapping[str, Any], int]]]] = {
-        "standard": STANDARD_TOPUP}
     activations: ClassVar[tuple[str, ...]] = (
         *(a for a in ACTIVATIONS if a != "arelu"),
         *(f"elsa_{a}" for a in ACTIVATIONS if a != "arelu"),
     )
+    topups: ClassVar[Mapping[str, TopUp]] = {"standard": _topup_of(activations)}
 
     def report(self, results: Results, out: Path, context: ReportContext) -> dict[str, Path]:
         plain = [a for a in ACTIVATIONS if a != "arelu"
@@ -489,7 +492,8 @@ class ELSAExperiment(AReLUConvergence):
             rows_at = [{**st.numeric(), "label": f"ELSA({label(st.coords['act'][5:])})",
                         "at": when} for st in stats]
             summary += rows_at
-            precision = precision or rows_at  # the first epoch's: Table 4's measurement
+            if metric is first_epoch:  # Table 4's measurement: its precision is the claim's
+                precision = rows_at
             plain_rows = [{"activation": label(a), **{_column(o, lr): base[(a, o, lr)].cell()
                                                        for o, lr in cols}} for a in plain]
             sections.append((f"The plain activations {when} (Table 1)", markdown(plain_rows)))

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from attnact.experiments.commands import train_command
-from attnact.experiments.experiment import Experiment, ReportContext
+from attnact.experiments.experiment import Experiment, ReportContext, TopUp
 from attnact.experiments.keys import RunSpec, run_key
 from attnact.experiments.registry import register_experiment
 from attnact.experiments.reporting import (
@@ -175,7 +175,7 @@ STANDARD_PRECISION = 0.5
 #: measured a spread too wide for :data:`STANDARD_PRECISION`, with the seeds that meet it at
 #: 1.1 × that spread, cheapest first within the budget (made by
 #: benchmarks/standard_topup_plan.py from the first design's results.csv files).
-STANDARD_TOPUP: dict[str, tuple[tuple[dict[str, Any], int], ...]] = {
+STANDARD_TOPUP: dict[str, TopUp] = {
     "atac-ablation": (),  # its ATAC − ReLU, NiN, LocalSENet meet the target; − SEActivation
     # (C1: +11.4 points) would need 20 seeds of both, 3 core-hours: beyond the budget
     "atac-activations": (
@@ -604,7 +604,7 @@ class AtacAblation(UnitsByDepth):
     presets: ClassVar[tuple[str, ...]] = ("paper", "quick", "standard")
     default_seeds: ClassVar[Mapping[str, int]] = {"paper": 3, "quick": 2, "standard": 6}
     precision_targets: ClassVar[Mapping[str, float]] = {"standard": STANDARD_PRECISION}
-    topups: ClassVar[Mapping[str, Sequence[tuple[Mapping[str, Any], int]]]] = {
+    topups: ClassVar[Mapping[str, TopUp]] = {
         "standard": STANDARD_TOPUP["atac-ablation"]}
     paper_numbers = True
     labels: ClassVar[Mapping[str, str]] = {"atac": "ATAC (ours)"}
@@ -628,7 +628,7 @@ class AtacActivations(UnitsByDepth):
     presets: ClassVar[tuple[str, ...]] = ("paper", "quick", "standard")
     default_seeds: ClassVar[Mapping[str, int]] = {"paper": 3, "quick": 2, "standard": 6}
     precision_targets: ClassVar[Mapping[str, float]] = {"standard": STANDARD_PRECISION}
-    topups: ClassVar[Mapping[str, Sequence[tuple[Mapping[str, Any], int]]]] = {
+    topups: ClassVar[Mapping[str, TopUp]] = {
         "standard": STANDARD_TOPUP["atac-activations"]}
     paper_b = (1, 2, 3, 4, 5)
 
@@ -714,7 +714,7 @@ class AtacBudget(Experiment):
     presets: ClassVar[tuple[str, ...]] = ("paper", "quick", "standard")
     default_seeds: ClassVar[Mapping[str, int]] = {"paper": 3, "quick": 2, "standard": 6}
     precision_targets: ClassVar[Mapping[str, float]] = {"standard": STANDARD_PRECISION}
-    topups: ClassVar[Mapping[str, Sequence[tuple[Mapping[str, Any], int]]]] = {
+    topups: ClassVar[Mapping[str, TopUp]] = {
         "standard": STANDARD_TOPUP["atac-budget"]}
     units: ClassVar[tuple[str, ...]] = ("relu", "atac")
 

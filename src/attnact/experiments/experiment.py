@@ -18,7 +18,10 @@ from attnact.experiments.keys import RunSpec
 from attnact.experiments.results import Results
 from attnact.experiments.store import RunStore
 
-__all__ = ["Experiment", "ReportContext", "matches"]
+__all__ = ["Experiment", "ReportContext", "TopUp", "matches"]
+
+#: A precision top-up: (selector of grid coordinates, seeds those grid points get) pairs.
+TopUp = Sequence[tuple[Mapping[str, Any], int]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class Experiment(abc.ABC):
     precision_targets: ClassVar[Mapping[str, float]] = {}
     # per preset, the precision top-up: grid points (a selector of coordinates, compared as
     # text) that the design gives more seeds than the preset's default, with their seed count
-    topups: ClassVar[Mapping[str, Sequence[tuple[Mapping[str, Any], int]]]] = {}
+    topups: ClassVar[Mapping[str, TopUp]] = {}
 
     @abc.abstractmethod
     def grid(self, preset: str, seeds: int) -> list[RunSpec]:
@@ -59,19 +62,14 @@ class Experiment(abc.ABC):
     def design(self, preset: str, seeds: int) -> list[RunSpec]:
         """:meth:`grid` with ``seeds`` seeds, plus the preset's precision top-up
         (:attr:`topups`): the extra seed indices of the grid points it names."""
-        specs = self.grid(preset, seeds)
         topup = self.topups.get(preset, ())
-        most = max((n for _, n in topup), default=0)
-        if most <= seeds:
-            return specs
-        have = {s.key for s in specs}
-        for spec in self.grid(preset, most):
-            seed = int(spec.coords["seed"])
-            if spec.key not in have and any(
-                seed < n and matches(spec.coords, where) for where, n in topup
-            ):
-                specs.append(spec)
-        return specs
+        specs = self.grid(preset, max([seeds, *(n for _, n in topup)]))  # built once
+        for where, _ in topup:
+            if not any(matches(s.coords, where) for s in specs):
+                raise ValueError(f"experiment {self.name!r}: the {preset} top-up names "
+                                 f"{dict(where)}, which matches none of its grid points")
+        return [s for s in specs if int(s.coords["seed"]) < seeds or any(
+            int(s.coords["seed"]) < n and matches(s.coords, where) for where, n in topup)]
 
     def topup_points(self, preset: str, specs: Sequence[RunSpec]) -> list[tuple[str, int]]:
         """The top-up's grid points that ``specs`` hold, as ``("act relu, lr 1e-5", seeds)``."""

@@ -370,11 +370,10 @@ def header(exp: Experiment, context: ReportContext, results: Results) -> str:
     if topup:
         points = "; ".join(f"{where}: {n}" for where, n in topup)
         lines.append(
-            f"**Precision top-up:** {len(topup)} grid point(s) have more seeds, sized from the "
-            f"spread their first {context.seeds} measured (the fewest seeds that meet the design "
-            f"target at 1.1 × that spread, cheapest comparisons first within the budget; "
-            f"benchmarks/standard-preset-pilot.md): {points}. A paired difference uses the "
-            f"seed indices both of its units have.")
+            f"**Precision top-up:** {len(topup)} grid point(s) have more seeds than the "
+            f"{context.seeds} of the others (the experiment's `topups`, sized from the spread "
+            f"its first seeds measured): {points}. A paired difference uses the seed indices "
+            f"both of its units have.")
     if missing:
         shown = ", ".join(f"`{s.key}` ({results.store.status(s.key)})" for s in missing[:12])
         more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""

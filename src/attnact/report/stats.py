@@ -107,9 +107,8 @@ def seeds_for_half_width(
         raise ValueError(f"half_width must be positive, got {half_width!r}")
     if not std >= 0:
         raise ValueError(f"std must be a non-negative number, got {std!r}")
-    n = 2
     # the normal approximation n ≈ (1.96 s / h)² is a lower bound: start just below it
-    n = max(n, int((t_quantile(confidence, 10_000) * std / half_width) ** 2) - 1)
+    n = max(2, int((t_quantile(confidence, 10_000) * std / half_width) ** 2) - 1)
     while n < limit and t_quantile(confidence, n - 1) * std / math.sqrt(n) > half_width:
         n += 1
     return min(n, limit)
