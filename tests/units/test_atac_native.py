@@ -92,7 +92,17 @@ def test_gradcheck_float64(shape, fmt, me):
         assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [*SHAPES, (4, 64, 8, 8, 2)], ids=lambda s: "x".join(map(str, s)))
+# channels_last float with C and C/r multiples of 16: training runs on pixel rows
+# (rows_training.h), and a backward with running statistics reads their z1 rows as tiles
+ROWS_TRAINING_SHAPES = [
+    (3, 32, 5, 7, 2),  # 105 pixels: the last block of 8 holds 1
+    (2, 48, 3, 5, 3),  # C1 = 16, C = 48: output vectors in a block of two, then one
+    (1, 64, 6, 6, 2),  # C1 = 32
+]
+
+
+@pytest.mark.parametrize("shape", [*SHAPES, (4, 64, 8, 8, 2), *ROWS_TRAINING_SHAPES],
+                         ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("fmt", ["nchw", "channels_last"])
 @pytest.mark.parametrize("me", [False, True], ids=["fast", "memory_efficient"])
 @pytest.mark.parametrize("use_relu", [True, False], ids=["relu", "norelu"])

@@ -105,7 +105,8 @@ def test_gradcheck_float64(shape, fmt, keep_z1, batch):
     assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-SHAPES = [(3, 16, 5, 7, 2), (2, 32, 4, 8, 2), (2, 7, 4, 5, 3)]
+SHAPES = [(3, 16, 5, 7, 2), (2, 32, 4, 8, 2), (2, 7, 4, 5, 3),
+          (3, 32, 5, 7, 2), (2, 48, 3, 5, 3)]  # training on pixel rows (C and C/r % 16 == 0)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))

@@ -16,6 +16,10 @@ BatchNorm's input gradient two sums over the whole batch first):
 * backward: B1 (BN₂'s sums; keeps gh₂, n₂ and g·σ for B2), B2 (dz₂, ∂W₂, da, gh₁ and BN₁'s
   sums), B3 (dz₁, ∂W₁, dx).
 
+Where C/r is a multiple of 16 as well, training runs the same passes on pixel rows
+(``csrc/rows_training.h``); with fewer channels in z₁ the tiles stay faster (resnet_cifar's
+first stage, C = 16, r = 2; ``benchmarks/atac-rows-training-issue14.md``).
+
 Saved for backward: x and z₁ on the fast path (``keep_z1``), x only on the memory-efficient path
 (z₁ is recomputed in each backward pass), plus per-channel statistics.
 
@@ -104,7 +108,8 @@ def _flags() -> list[str]:
 
 
 _SOURCES = ("atac.cpp", "arelu.cpp", "elsa.cpp")
-_HEADERS = ("elementwise.h", "pixel_rows.h")  # included by the sources: part of the name's hash too
+# included by the sources: part of the name's hash too
+_HEADERS = ("elementwise.h", "pixel_rows.h", "rows_training.h")
 
 # ATen's at::parallel_for is a header template: in an OpenMP build of PyTorch it is an
 # ``omp parallel`` region, which a translation unit compiled without -fopenmp turns into a
@@ -213,7 +218,7 @@ def _register_python_parts() -> None:
         fmt = _format(x)
         c1 = w1.shape[0]
         y = torch.empty_like(x, memory_format=fmt)
-        if keep_z1:  # z1 in the kernel's tiles of TILE pixels
+        if keep_z1:  # z1 in storage of the kernel's tiles of TILE pixels (tiles or rows)
             tiles = -(-(x.shape[2] * x.shape[3]) // TILE)
             z1 = x.new_empty((x.shape[0], tiles, c1, TILE))
         else:

@@ -18,6 +18,10 @@
 //                       B2 ... -> dz2, dW2, da, gh1, sums for BN1; writes gh1 and g*s
 //                       B3 gh1, z1, x, g*s -> dz1, dW1, dx
 // z1 is recomputed from x where it was not kept (the memory-efficient path saves x only).
+// For float channels_last inputs with C and C/r multiples of 16 on AVX-512 the same passes run on
+// pixel rows instead of tiles (rows_training.h; the eval forward on rows already for C % 16 == 0,
+// pixel_rows.h); z1 is then kept as rows in a tensor of the tiles' size, and a backward that the
+// rows do not take (running statistics) rearranges it into tiles first.
 // Sums are taken per tile in the working precision and added into double per thread, then the
 // threads' partial sums are added in a fixed order (deterministic for a given thread count).
 
@@ -27,7 +31,7 @@
 
 #include <immintrin.h>
 
-#include "pixel_rows.h"
+#include "rows_training.h"
 
 #include <mutex>
 #include <algorithm>
@@ -452,6 +456,133 @@ using Fwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 using Bwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                        at::Tensor>;
 
+// A double vector as a tensor of x's dtype and the given shape (the parameter gradients).
+at::Tensor as_tensor(const std::vector<double>& v, at::IntArrayRef shape, at::ScalarType dtype) {
+  auto dopts = at::TensorOptions().dtype(at::kDouble);
+  return at::from_blob(const_cast<double*>(v.data()), {static_cast<int64_t>(v.size())}, dopts)
+      .to(dtype)
+      .reshape(shape)
+      .clone();
+}
+
+// parts[0] + parts[1] + ... in chunk order (deterministic for a given thread count)
+std::vector<double> add_parts(const std::vector<std::vector<double>>& parts) {
+  std::vector<double> s(parts.empty() ? 0 : parts[0].size(), 0.0);
+  for (const auto& p : parts)
+    for (size_t i = 0; i < s.size(); ++i) s[i] += p[i];
+  return s;
+}
+
+std::vector<std::vector<double>> zero_parts(int64_t chunks, int64_t n) {
+  return std::vector<std::vector<double>>(chunks, std::vector<double>(n, 0.0));
+}
+
+// The forward's passes A, B and C on pixel rows (rows_training.h) for the inputs
+// attnact_rows::usable takes; z1 (as rows) into z1's storage, statistics as forward_impl's.
+void rows_forward(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& g1,
+                  const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& g2,
+                  const at::Tensor& b2, at::Tensor& z1, at::Tensor& y, at::Tensor& mean1,
+                  at::Tensor& var1, at::Tensor& mean2, at::Tensor& var2, bool batch1,
+                  bool batch2, double eps1, double eps2, bool relu, const std::vector<float>& isc,
+                  const std::vector<float>& ish) {
+  namespace R = attnact_rows;
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), C1 = w1.size(0);
+  const double count = static_cast<double>(N * HW);
+  const R::Blocks blocks(N * HW);
+  const R::RowWeights w(w1.data_ptr<float>(), w2.data_ptr<float>(), C, C1);
+  const float* xp = x.data_ptr<float>();
+  float* zp = z1.data_ptr<float>();
+  auto parts1 = zero_parts(blocks.chunks, 2 * C1);
+  R::pass_z1(xp, zp, blocks, w, isc, ish, batch1 ? &parts1 : nullptr);
+  if (batch1) finish_stats(parts1, C1, count, mean1, var1);
+  const Folded f1 = fold(mean1, var1, g1, b1, eps1);
+  R::RowBn bn;
+  bn.s1 = R::lanes(f1.scale, w.C1p);
+  bn.t1 = R::lanes(f1.shift, w.C1p);
+  if (batch2) {
+    auto parts2 = zero_parts(blocks.chunks, 2 * C);
+    R::pass_z2_stats(zp, blocks, w, bn, relu, parts2);
+    finish_stats(parts2, C, count, mean2, var2);
+  }
+  const Folded f2 = fold(mean2, var2, g2, b2, eps2);
+  const R::FoldedMlp gate2(w1.data_ptr<float>(), w2.data_ptr<float>(), C, C1,
+                           std::vector<double>(C1, 1.0), std::vector<double>(C1, 0.0), f2.scale,
+                           f2.shift);
+  R::pass_gate(xp, zp, y.data_ptr<float>(), blocks, w, gate2, bn, relu, isc, ish);
+}
+
+// The backward's passes B1, B2 and B3 on pixel rows, for both BatchNorms on batch statistics
+// (training); z1 as rows_forward stored it, or none (recomputed from x).
+Bwd rows_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& z1,
+                  const at::Tensor& w1, const at::Tensor& g1, const at::Tensor& w2,
+                  const at::Tensor& g2, const Folded& f1, const Folded& f2, bool relu,
+                  const std::vector<float>& isc, const std::vector<float>& ish,
+                  Bn0Grad<float>* bn0) {
+  namespace R = attnact_rows;
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), C1 = w1.size(0);
+  const int64_t npix = N * HW;
+  const double count = static_cast<double>(npix);
+  const R::Blocks blocks(npix);
+  auto w1c = w1.reshape({C1, C}).contiguous(), w2c = w2.reshape({C, C1}).contiguous();
+  const R::RowWeights w(w1c.data_ptr<float>(), w2c.data_ptr<float>(), C, C1);
+  auto g1d = g1.to(at::kDouble).contiguous(), g2d = g2.to(at::kDouble).contiguous();
+  std::vector<double> k1(C1), k2(C);  // gamma * rstd: the BatchNorms' input-gradient scales
+  for (int64_t j = 0; j < C1; ++j) k1[j] = g1d.data_ptr<double>()[j] * f1.rstd[j];
+  for (int64_t c = 0; c < C; ++c) k2[c] = g2d.data_ptr<double>()[c] * f2.rstd[c];
+  R::RowBn bn{R::lanes(f1.scale, w.C1p), R::lanes(f1.shift, w.C1p), R::lanes(f1.mean, w.C1p),
+              R::lanes(f1.rstd, w.C1p),  R::lanes(k1, w.C1p),       R::lanes(f2.scale, C),
+              R::lanes(f2.shift, C),     R::lanes(f2.mean, C),      R::lanes(f2.rstd, C),
+              R::lanes(k2, C)};
+  const float* gp = g.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  const float* zp = z1.numel() ? z1.data_ptr<float>() : nullptr;
+  auto opts = x.options();
+  // the intermediates between the passes, as rows: B1 -> B2 gh2 and n2, B1 -> B3 g s, B2 -> B3 gh1
+  at::Tensor gh2 = scratch().take(npix * C, opts), n2 = scratch().take(npix * C, opts),
+             gs = scratch().take(npix * C, opts), gh1 = scratch().take(npix * C1, opts);
+  auto means = [&](const std::vector<double>& sums, int64_t ch, int64_t width) {
+    std::vector<double> first(sums.begin(), sums.begin() + ch), second(sums.begin() + ch, sums.end());
+    for (auto& v : first) v /= count;
+    for (auto& v : second) v /= count;
+    return std::make_pair(R::lanes(first, width), R::lanes(second, width));
+  };
+
+  auto parts2 = zero_parts(blocks.chunks, 2 * C);  // [sum gh2 | sum gh2 n2]
+  R::pass_b1(gp, xp, zp, blocks, w, bn, relu, isc, ish, gh2.data_ptr<float>(),
+             n2.data_ptr<float>(), gs.data_ptr<float>(), parts2);
+  const std::vector<double> sum2 = add_parts(parts2);
+  const auto [a2, c2] = means(sum2, C, C);
+
+  auto dw2t_parts = zero_parts(blocks.chunks, C1 * C);
+  auto parts1 = zero_parts(blocks.chunks, 2 * C1);  // [sum gh1 | sum gh1 n1]
+  R::pass_b2(xp, zp, blocks, w, bn, relu, isc, ish, gh2.data_ptr<float>(), n2.data_ptr<float>(),
+             a2, c2, gh1.data_ptr<float>(), dw2t_parts, parts1);
+  const std::vector<double> sum1 = add_parts(parts1);
+  const auto [a1, c1] = means(sum1, C1, w.C1p);
+
+  auto dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+  auto dw1_parts = zero_parts(blocks.chunks, C1 * C);
+  R::RowBn0 rbn0;
+  if (bn0) {
+    bn0->parts = zero_parts(blocks.chunks, 2 * C);
+    rbn0 = R::RowBn0{bn0->hsc, bn0->hsh, &bn0->parts};
+  }
+  R::pass_b3(xp, zp, blocks, w, bn, isc, ish, gh1.data_ptr<float>(), gs.data_ptr<float>(), a1, c1,
+             dx.data_ptr<float>(), dw1_parts, bn0 ? &rbn0 : nullptr);
+  for (const auto& t : {gh2, n2, gs, gh1}) scratch().give(t);
+
+  const std::vector<double> dw2t = add_parts(dw2t_parts), dw1 = add_parts(dw1_parts);
+  std::vector<double> dw2(C * C1);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t j = 0; j < C1; ++j) dw2[c * C1 + j] = dw2t[j * C + c];
+  const auto dt = x.scalar_type();
+  std::vector<double> dg2(sum2.begin() + C, sum2.end()), db2(sum2.begin(), sum2.begin() + C);
+  std::vector<double> dg1(sum1.begin() + C1, sum1.end()), db1(sum1.begin(), sum1.begin() + C1);
+  return Bwd{dx, as_tensor(dw1, w1.sizes(), dt), as_tensor(dg1, {C1}, dt),
+             as_tensor(db1, {C1}, dt), as_tensor(dw2, w2.sizes(), dt), as_tensor(dg2, {C}, dt),
+             as_tensor(db2, {C}, dt)};
+}
+
 template <typename T>
 Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
                                      const at::Tensor& g1, const at::Tensor& b1,
@@ -490,6 +621,15 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
       const attnact_rows::FoldedMlp mlp(w1.data_ptr<float>(), w2.data_ptr<float>(), C, C1,
                                         f1.scale, f1.shift, f2.scale, f2.shift);
       attnact_rows::eval_forward(xp, y.data_ptr<float>(), N * HW, mlp, relu, isc, ish);
+      return Fwd{y, z1, mean1, var1, mean2, var2};
+    }
+    if (attnact_rows::trains_on_rows(x, C1)) {  // training, or z1 kept: passes A to C on rows
+      rows_forward(x, w1, g1, b1, w2, g2, b2, z1, y, mean1, var1, mean2, var2, batch1, batch2,
+                   eps1, eps2, relu, isc, ish);
+      if (!keep_z1) {
+        scratch().give(z1);
+        z1 = at::empty({0}, opts);
+      }
       return Fwd{y, z1, mean1, var1, mean2, var2};
     }
   }
@@ -597,6 +737,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   const T* xp = x.data_ptr<T>();
   const bool have_z1 = z1_in.numel() > 0;
   const T* zp = have_z1 ? z1_in.data_ptr<T>() : nullptr;
+  at::Tensor z1_tiles;  // z1 stored as pixel rows, rearranged for the tile passes
   auto W1 = padded<T>(w1.reshape({C1, C}), false);    // (C1p, C): z1 = W1 x
   auto W2 = padded<T>(w2.reshape({C, C1}), false);    // (Cp, C1): z2 = W2 a
   auto W2T = padded<T>(w2.reshape({C, C1}), true);    // (C1p, C): da = W2^T dz2
@@ -605,6 +746,16 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   auto s1 = cast<T>(f1.scale), t1 = cast<T>(f1.shift), s2 = cast<T>(f2.scale),
        t2 = cast<T>(f2.shift);
   auto m1 = cast<T>(f1.mean), r1 = cast<T>(f1.rstd), m2 = cast<T>(f2.mean), r2 = cast<T>(f2.rstd);
+  if constexpr (std::is_same<T, float>::value) {
+    if (attnact_rows::trains_on_rows(x, C1)) {  // the forward ran on pixel rows: z1 is rows
+      if (batch1 && batch2) return rows_backward(gc, x, z1_in, w1, g1, w2, g2, f1, f2, relu, isc, ish, bn0);
+      if (have_z1) {
+        z1_tiles = scratch().take(N * tiles.per_sample * C1 * TILE, x.options());
+        attnact_rows::rows_to_tiles(zp, N, HW, C1, TILE, z1_tiles.data_ptr<float>());
+        zp = z1_tiles.data_ptr<float>();
+      }
+    }
+  }
 
   // gh2 = g x s (1 - s): the gradient at BN2's output
   auto gate_grad = [&](const T* gb, const T* xb, const T* sb, T* hb) {
@@ -847,7 +998,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       for (int64_t j = 0; j < C1 * C; ++j) dw1[j] += dw1_parts[k][j];
   }
 
-  for (const auto& t : {gh2, n2, gs, gh1}) scratch().give(t);
+  for (const auto& t : {gh2, n2, gs, gh1, z1_tiles}) scratch().give(t);
   auto dopts = at::TensorOptions().dtype(at::kDouble);
   auto to_t = [&](const std::vector<double>& v, at::IntArrayRef shape) {
     return at::from_blob(const_cast<double*>(v.data()), {static_cast<int64_t>(v.size())}, dopts)
@@ -937,6 +1088,14 @@ Bwd atac_backward(const at::Tensor& grad, const at::Tensor& x,
 template <typename T>
 void channel_stats(const at::Tensor& c, at::Tensor& mean, at::Tensor& var) {
   const int64_t N = c.size(0), C = c.size(1), HW = c.size(2) * c.size(3);
+  if constexpr (std::is_same<T, float>::value) {
+    if (attnact_rows::usable(c)) {  // pixel rows: sums over pixels are vectors over channels
+      auto parts = zero_parts(attnact_rows::Blocks(N * HW).chunks, 2 * C);
+      attnact_rows::channel_sums(c.data_ptr<float>(), N * HW, C, parts);
+      finish_stats(parts, C, static_cast<double>(N * HW), mean, var);
+      return;
+    }
+  }
   const bool cl = !c.is_contiguous() && c.is_contiguous(at::MemoryFormat::ChannelsLast);
   const Layout L{N, HW, cl};
   const Tiles tiles(N, HW);

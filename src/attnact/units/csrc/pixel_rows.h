@@ -24,12 +24,12 @@ constexpr int64_t P = 8;   // pixels per register block
 typedef float V __attribute__((vector_size(L * sizeof(float))));
 typedef int32_t VI __attribute__((vector_size(L * sizeof(int32_t))));
 
-inline V ld(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void st(float* p, V v) { std::memcpy(p, &v, sizeof(v)); }
+// Unaligned loads and stores through a vector of float: GCC gives vector types their element's
+// alias set, so, unlike memcpy or the intrinsics' may_alias types, a store here cannot change a
+// pointer or an index, and the compiler keeps those in registers across the kernels' stores.
+typedef float VU __attribute__((vector_size(L * sizeof(float)), aligned(4)));
+inline V ld(const float* p) { return *reinterpret_cast<const VU*>(p); }
+inline void st(float* p, V v) { *reinterpret_cast<VU*>(p) = v; }
 
 // 1 / (1 + exp(-h)) lane by lane, the exp being Cephes' expf (range reduction by ln 2,
 // degree-6 polynomial, relative error about 2e-7) on vectors (std::exp is a scalar call).
@@ -130,6 +130,23 @@ inline bool usable(const at::Tensor& x) {
 #endif
 }
 
+// The rows of x for the block at pixel p0 with cnt valid pixels: c's own rows where nothing is to
+// be done, else c * isc + ish (the BatchNorm in front, folded) and zero rows beyond cnt in buf.
+inline const float* x_rows(const float* c, int64_t p0, int64_t cnt, int64_t C,
+                           const std::vector<float>& isc, const std::vector<float>& ish,
+                           float* buf) {
+  const float* rows = c + p0 * C;
+  if (cnt == P && isc.empty()) return rows;
+  std::fill(buf, buf + P * C, 0.0f);
+  for (int64_t p = 0; p < cnt; ++p)
+    for (int64_t ch = 0; ch < C; ch += L) {
+      V v = ld(rows + p * C + ch);
+      if (!isc.empty()) v = v * ld(&isc[ch]) + ld(&ish[ch]);
+      st(buf + p * C + ch, v);
+    }
+  return buf;
+}
+
 // y = sigmoid(h2) * x for npix pixel rows of x (ATAC Eq. 4-5 in eval), x = c * isc + ish per
 // channel when isc is given (the BatchNorm in front, folded). A last block of fewer than P
 // pixels runs on zero-padded copies. Blocks are independent: no order to keep.
@@ -140,17 +157,7 @@ inline void eval_forward(const float* c, float* y, int64_t npix, const FoldedMlp
     std::vector<float> xb(P * C), ab(P * C1p), yb(P * C);
     for (int64_t blk = b; blk < e; ++blk) {
       const int64_t p0 = blk * P, cnt = std::min(P, npix - p0);
-      const float* xr = c + p0 * C;
-      if (cnt < P || !isc.empty()) {
-        std::fill(xb.begin(), xb.end(), 0.0f);
-        for (int64_t p = 0; p < cnt; ++p)
-          for (int64_t ch = 0; ch < C; ch += L) {
-            V v = ld(xr + p * C + ch);
-            if (!isc.empty()) v = v * ld(&isc[ch]) + ld(&ish[ch]);
-            st(&xb[p * C + ch], v);
-          }
-        xr = xb.data();
-      }
+      const float* xr = x_rows(c, p0, cnt, C, isc, ish, xb.data());
       dense(xr, C, C, m.w1t.data(), C1p, m.b1.data(), [&](int p, int64_t o, V h) {
         st(&ab[p * C1p + o], relu ? (h > 0.0f ? h : V{}) : h);
       });
