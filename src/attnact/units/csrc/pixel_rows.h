@@ -24,12 +24,12 @@ constexpr int64_t P = 8;   // pixels per register block
 typedef float V __attribute__((vector_size(L * sizeof(float))));
 typedef int32_t VI __attribute__((vector_size(L * sizeof(int32_t))));
 
-// Unaligned loads and stores through a vector of float: GCC gives vector types their element's
-// alias set, so, unlike memcpy or the intrinsics' may_alias types, a store here cannot change a
-// pointer or an index, and the compiler keeps those in registers across the kernels' stores.
-typedef float VU __attribute__((vector_size(L * sizeof(float)), aligned(4)));
-inline V ld(const float* p) { return *reinterpret_cast<const VU*>(p); }
-inline void st(float* p, V v) { *reinterpret_cast<VU*>(p) = v; }
+inline V ld(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void st(float* p, V v) { std::memcpy(p, &v, sizeof(v)); }
 
 // 1 / (1 + exp(-h)) lane by lane, the exp being Cephes' expf (range reduction by ln 2,
 // degree-6 polynomial, relative error about 2e-7) on vectors (std::exp is a scalar call).
