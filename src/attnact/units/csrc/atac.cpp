@@ -497,8 +497,8 @@ void rows_forward(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& g
   if (batch1) finish_stats(parts1, C1, count, mean1, var1);
   const Folded f1 = fold(mean1, var1, g1, b1, eps1);
   R::RowBn bn;
-  bn.s1 = R::lanes(f1.scale, w.C1p);
-  bn.t1 = R::lanes(f1.shift, w.C1p);
+  bn.s1 = R::lanes(f1.scale);
+  bn.t1 = R::lanes(f1.shift);
   if (batch2) {
     auto parts2 = zero_parts(blocks.chunks, 2 * C);
     R::pass_z2_stats(zp, blocks, w, bn, relu, parts2);
@@ -529,10 +529,9 @@ Bwd rows_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& z1
   std::vector<double> k1(C1), k2(C);  // gamma * rstd: the BatchNorms' input-gradient scales
   for (int64_t j = 0; j < C1; ++j) k1[j] = g1d.data_ptr<double>()[j] * f1.rstd[j];
   for (int64_t c = 0; c < C; ++c) k2[c] = g2d.data_ptr<double>()[c] * f2.rstd[c];
-  R::RowBn bn{R::lanes(f1.scale, w.C1p), R::lanes(f1.shift, w.C1p), R::lanes(f1.mean, w.C1p),
-              R::lanes(f1.rstd, w.C1p),  R::lanes(k1, w.C1p),       R::lanes(f2.scale, C),
-              R::lanes(f2.shift, C),     R::lanes(f2.mean, C),      R::lanes(f2.rstd, C),
-              R::lanes(k2, C)};
+  R::RowBn bn{R::lanes(f1.scale), R::lanes(f1.shift), R::lanes(f1.mean), R::lanes(f1.rstd),
+              R::lanes(k1),       R::lanes(f2.scale), R::lanes(f2.shift), R::lanes(f2.mean),
+              R::lanes(f2.rstd),  R::lanes(k2)};
   const float* gp = g.data_ptr<float>();
   const float* xp = x.data_ptr<float>();
   const float* zp = z1.numel() ? z1.data_ptr<float>() : nullptr;
@@ -540,25 +539,25 @@ Bwd rows_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& z1
   // the intermediates between the passes, as rows: B1 -> B2 gh2 and n2, B1 -> B3 g s, B2 -> B3 gh1
   at::Tensor gh2 = scratch().take(npix * C, opts), n2 = scratch().take(npix * C, opts),
              gs = scratch().take(npix * C, opts), gh1 = scratch().take(npix * C1, opts);
-  auto means = [&](const std::vector<double>& sums, int64_t ch, int64_t width) {
+  auto means = [&](const std::vector<double>& sums, int64_t ch) {
     std::vector<double> first(sums.begin(), sums.begin() + ch), second(sums.begin() + ch, sums.end());
     for (auto& v : first) v /= count;
     for (auto& v : second) v /= count;
-    return std::make_pair(R::lanes(first, width), R::lanes(second, width));
+    return std::make_pair(R::lanes(first), R::lanes(second));
   };
 
   auto parts2 = zero_parts(blocks.chunks, 2 * C);  // [sum gh2 | sum gh2 n2]
   R::pass_b1(gp, xp, zp, blocks, w, bn, relu, isc, ish, gh2.data_ptr<float>(),
              n2.data_ptr<float>(), gs.data_ptr<float>(), parts2);
   const std::vector<double> sum2 = add_parts(parts2);
-  const auto [a2, c2] = means(sum2, C, C);
+  const auto [a2, c2] = means(sum2, C);
 
   auto dw2t_parts = zero_parts(blocks.chunks, C1 * C);
   auto parts1 = zero_parts(blocks.chunks, 2 * C1);  // [sum gh1 | sum gh1 n1]
   R::pass_b2(xp, zp, blocks, w, bn, relu, isc, ish, gh2.data_ptr<float>(), n2.data_ptr<float>(),
              a2, c2, gh1.data_ptr<float>(), dw2t_parts, parts1);
   const std::vector<double> sum1 = add_parts(parts1);
-  const auto [a1, c1] = means(sum1, C1, w.C1p);
+  const auto [a1, c1] = means(sum1, C1);
 
   auto dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
   auto dw1_parts = zero_parts(blocks.chunks, C1 * C);
@@ -601,8 +600,6 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
   const int64_t nchunks = chunk_count(tiles);
   const double count = static_cast<double>(N * HW);
   auto opts = x.options();
-  auto W1 = padded<T>(w1.reshape({C1, C}), false);
-  auto W2 = padded<T>(w2.reshape({C, C1}), false);
   const T* xp = x.data_ptr<T>();
   auto y = at::empty_like(x, fmt);
   const bool need_z1 = keep_z1 || batch1 || batch2;  // a stored z1 serves passes B and C
@@ -633,6 +630,9 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
       return Fwd{y, z1, mean1, var1, mean2, var2};
     }
   }
+
+  auto W1 = padded<T>(w1.reshape({C1, C}), false);  // the tiles' weights
+  auto W2 = padded<T>(w2.reshape({C, C1}), false);
 
   // A: z1 = W1 x, stored; its sums for BN1
   if (need_z1) {
@@ -738,17 +738,11 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   const bool have_z1 = z1_in.numel() > 0;
   const T* zp = have_z1 ? z1_in.data_ptr<T>() : nullptr;
   at::Tensor z1_tiles;  // z1 stored as pixel rows, rearranged for the tile passes
-  auto W1 = padded<T>(w1.reshape({C1, C}), false);    // (C1p, C): z1 = W1 x
-  auto W2 = padded<T>(w2.reshape({C, C1}), false);    // (Cp, C1): z2 = W2 a
-  auto W2T = padded<T>(w2.reshape({C, C1}), true);    // (C1p, C): da = W2^T dz2
-  auto W1T = padded<T>(w1.reshape({C1, C}), true);    // (Cp, C1): dx += W1^T dz1
   Folded f1 = fold(mean1, var1, g1, b1, eps1), f2 = fold(mean2, var2, g2, b2, eps2);
-  auto s1 = cast<T>(f1.scale), t1 = cast<T>(f1.shift), s2 = cast<T>(f2.scale),
-       t2 = cast<T>(f2.shift);
-  auto m1 = cast<T>(f1.mean), r1 = cast<T>(f1.rstd), m2 = cast<T>(f2.mean), r2 = cast<T>(f2.rstd);
   if constexpr (std::is_same<T, float>::value) {
     if (attnact_rows::trains_on_rows(x, C1)) {  // the forward ran on pixel rows: z1 is rows
-      if (batch1 && batch2) return rows_backward(gc, x, z1_in, w1, g1, w2, g2, f1, f2, relu, isc, ish, bn0);
+      if (batch1 && batch2)
+        return rows_backward(gc, x, z1_in, w1, g1, w2, g2, f1, f2, relu, isc, ish, bn0);
       if (have_z1) {
         z1_tiles = scratch().take(N * tiles.per_sample * C1 * TILE, x.options());
         attnact_rows::rows_to_tiles(zp, N, HW, C1, TILE, z1_tiles.data_ptr<float>());
@@ -756,6 +750,13 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       }
     }
   }
+  auto W1 = padded<T>(w1.reshape({C1, C}), false);    // (C1p, C): z1 = W1 x
+  auto W2 = padded<T>(w2.reshape({C, C1}), false);    // (Cp, C1): z2 = W2 a
+  auto W2T = padded<T>(w2.reshape({C, C1}), true);    // (C1p, C): da = W2^T dz2
+  auto W1T = padded<T>(w1.reshape({C1, C}), true);    // (Cp, C1): dx += W1^T dz1
+  auto s1 = cast<T>(f1.scale), t1 = cast<T>(f1.shift), s2 = cast<T>(f2.scale),
+       t2 = cast<T>(f2.shift);
+  auto m1 = cast<T>(f1.mean), r1 = cast<T>(f1.rstd), m2 = cast<T>(f2.mean), r2 = cast<T>(f2.rstd);
 
   // gh2 = g x s (1 - s): the gradient at BN2's output
   auto gate_grad = [&](const T* gb, const T* xb, const T* sb, T* hb) {
@@ -999,12 +1000,9 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   }
 
   for (const auto& t : {gh2, n2, gs, gh1, z1_tiles}) scratch().give(t);
-  auto dopts = at::TensorOptions().dtype(at::kDouble);
+  const auto dt = x.scalar_type();
   auto to_t = [&](const std::vector<double>& v, at::IntArrayRef shape) {
-    return at::from_blob(const_cast<double*>(v.data()), {static_cast<int64_t>(v.size())}, dopts)
-        .to(x.scalar_type())
-        .reshape(shape)
-        .clone();
+    return as_tensor(v, shape, dt);
   };
   std::vector<double> dg2(sum2.begin() + C, sum2.end()), db2(sum2.begin(), sum2.begin() + C);
   std::vector<double> dg1(sum1.begin() + C1, sum1.end()), db1(sum1.begin(), sum1.begin() + C1);

@@ -16,30 +16,6 @@
 
 namespace attnact_rows {
 
-// The first n lanes (n < L: the last vector of a row of C1 channels) of p, zeros beyond.
-inline V ld_part(const float* p, int64_t n) {
-  if (n >= L) return ld(p);
-  V v = {};
-#if defined(__AVX512F__)
-  const __m512 m = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
-  std::memcpy(&v, &m, sizeof(v));
-#else
-  std::memcpy(&v, p, n * sizeof(float));
-#endif
-  return v;
-}
-
-inline void st_part(float* p, V v, int64_t n) {
-  if (n >= L) return st(p, v);
-#if defined(__AVX512F__)
-  __m512 m;
-  std::memcpy(&m, &v, sizeof(v));
-  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), m);
-#else
-  std::memcpy(p, &v, n * sizeof(float));
-#endif
-}
-
 // The blocks of P pixels, split into one chunk per thread.
 struct Blocks {
   int64_t npix, count, chunks;
@@ -64,7 +40,7 @@ void for_chunks(const Blocks& b, const F& f) {  // f(chunk, first block, end blo
 struct Moments {
   static constexpr int FLUSH = 4;
   int64_t ch;
-  std::vector<float> u, v;  // padded to whole vectors
+  std::vector<float> u, v;  // whole vectors
   double* d;
   int pending = 0;
   Moments(int64_t ch_, double* d_) : ch(ch_), u(round_up(ch_), 0.0f), v(round_up(ch_), 0.0f), d(d_) {}
@@ -92,65 +68,56 @@ struct Moments {
 // 16 pixels per vector, were faster (benchmarks/atac-rows-training-issue14.md).
 inline bool trains_on_rows(const at::Tensor& x, int64_t c1) { return usable(x) && c1 % L == 0; }
 
-// ATAC's weights unfolded, in the orders the row products read them (pixel_rows.h's dense).
+// ATAC's weights, in the orders the row products read them (pixel_rows.h's dense).
 struct RowWeights {
-  int64_t C, C1, C1p;
-  std::vector<float> w1t;   // (C, C1p): W1[j][i] at [i][j]       z1 = W1 x
-  std::vector<float> w2t;   // (C1, C):  W2[c][j] at [j][c]       z2 = W2 a
-  std::vector<float> w2p;   // (C, C1p): W2[c][j] at [c][j]       da = W2^T dz2
-  std::vector<float> w1r;   // (C1, C):  W1 as it is               dx = W1^T dz1 + ...
+  int64_t C, C1;            // both multiples of L (trains_on_rows)
+  std::vector<float> w1t;   // (C, C1): W1[j][i] at [i][j]      z1 = W1 x
+  std::vector<float> w2t;   // (C1, C): W2[c][j] at [j][c]      z2 = W2 a
+  std::vector<float> w2;    // (C, C1): W2 as it is             da = W2^T dz2
+  std::vector<float> w1;    // (C1, C): W1 as it is             dx = W1^T dz1 + ...
   std::vector<float> zero;  // the products' bias
-  RowWeights(const float* w1, const float* w2, int64_t c, int64_t c1)
-      : C(c), C1(c1), C1p(round_up(c1)), w1t(c * C1p, 0.0f), w2t(c1 * c), w2p(c * C1p, 0.0f),
-        w1r(w1, w1 + c1 * c), zero(std::max(c, C1p), 0.0f) {
+  RowWeights(const float* w1_, const float* w2_, int64_t c, int64_t c1)
+      : C(c), C1(c1), w1t(c * c1), w2t(c1 * c), w2(w2_, w2_ + c * c1), w1(w1_, w1_ + c1 * c),
+        zero(std::max(c, c1), 0.0f) {
     for (int64_t j = 0; j < C1; ++j)
       for (int64_t i = 0; i < C; ++i) {
-        w1t[i * C1p + j] = w1[j * C + i];
-        w2t[j * C + i] = w2[i * C1 + j];
-        w2p[i * C1p + j] = w2[i * C1 + j];
+        w1t[i * C1 + j] = w1_[j * C + i];
+        w2t[j * C + i] = w2_[i * C1 + j];
       }
   }
 };
 
-// A per-channel vector in float, zero beyond n up to `width` (the padding lanes then give zero).
-inline std::vector<float> lanes(const std::vector<double>& v, int64_t width) {
-  std::vector<float> out(width, 0.0f);
-  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<float>(v[i]);
-  return out;
+// A per-channel vector in float.
+inline std::vector<float> lanes(const std::vector<double>& v) {
+  return std::vector<float>(v.begin(), v.end());
 }
 
-// Where the block's z1 rows are: stored (ld = C1), or computed from its x rows into zb (ld = C1p).
-struct Z1Rows {
-  const float* p;
-  int64_t ld;
-};
-
-inline Z1Rows z1_rows(const float* stored, int64_t p0, const float* xr, const RowWeights& w,
-                      float* zb) {
-  if (stored) return {stored + p0 * w.C1, w.C1};
-  dense(xr, w.C, w.C, w.w1t.data(), w.C1p, w.zero.data(),
-        [&](int p, int64_t o, V h) { st(zb + p * w.C1p + o, h); });
-  return {zb, w.C1p};
+// The block's z1 rows: stored, or computed from its x rows into zb.
+inline const float* z1_rows(const float* stored, int64_t p0, const float* xr,
+                            const RowWeights& w, float* zb) {
+  if (stored) return stored + p0 * w.C1;
+  dense(xr, w.C, w.C, w.w1t.data(), w.C1, w.zero.data(),
+        [&](int p, int64_t o, V h) { st(zb + p * w.C1 + o, h); });
+  return zb;
 }
 
-// a = relu(s1 z1 + t1) for the block's cnt valid pixels into ab (P x C1p), zero rows beyond.
-inline void act_rows(Z1Rows z, int64_t cnt, const RowWeights& w, const float* s1,
+// a = relu(s1 z1 + t1) for the block's cnt valid pixels into ab (P x C1), zero rows beyond.
+inline void act_rows(const float* z, int64_t cnt, const RowWeights& w, const float* s1,
                      const float* t1, bool relu, float* ab) {
   for (int64_t p = 0; p < P; ++p)
-    for (int64_t o = 0; o < w.C1p; o += L) {
+    for (int64_t o = 0; o < w.C1; o += L) {
       V h = {};
       if (p < cnt) {
-        h = ld_part(z.p + p * z.ld + o, w.C1 - o) * ld(s1 + o) + ld(t1 + o);
+        h = ld(z + p * w.C1 + o) * ld(s1 + o) + ld(t1 + o);
         if (relu) h = h > 0.0f ? h : V{};
       }
-      st(ab + p * w.C1p + o, h);
+      st(ab + p * w.C1 + o, h);
     }
 }
 
 // Sums over pixels of a[p][j] b[p][c] (j < na, c < nb, nb a multiple of L) into out (na x nb,
 // double, row-major): float accumulators, updated from each block's rows in 4 x 2 blocks of
-// vector registers and added into out every FLUSH blocks. Rows of a must be padded with zeros
-// to a multiple of 4 (the blocks' rows of C1p or more floats are).
+// vector registers and added into out every FLUSH blocks (na a multiple of 4: C1 is of L).
 struct Outer {
   static constexpr int FLUSH = 8;  // 64 pixels per float sum
   int64_t na, nb;
@@ -191,7 +158,7 @@ struct Outer {
   }
 };
 
-// Per-channel constants of one call, as lane vectors: C1p wide for BN1, C wide for BN2 and BN0.
+// Per-channel constants of one call: C1 for BN1, C for BN2.
 struct RowBn {
   std::vector<float> s1, t1, m1, r1, k1;  // BN1: scale, shift, mean, 1/std, gamma/std
   std::vector<float> s2, t2, m2, r2, k2;  // BN2 likewise
@@ -207,9 +174,9 @@ inline void pass_z1(const float* c, float* z1, const Blocks& b, const RowWeights
     for (int64_t blk = lo; blk < hi; ++blk) {
       const int64_t p0 = blk * P, cnt = b.valid(blk);
       const float* xr = x_rows(c, p0, cnt, w.C, isc, ish, xb.data());
-      dense(xr, w.C, w.C, w.w1t.data(), w.C1p, w.zero.data(), [&](int p, int64_t o, V h) {
+      dense(xr, w.C, w.C, w.w1t.data(), w.C1, w.zero.data(), [&](int p, int64_t o, V h) {
         if (p >= cnt) return;
-        st_part(z1 + (p0 + p) * w.C1 + o, h, w.C1 - o);
+        st(z1 + (p0 + p) * w.C1 + o, h);
         if (sums) m.add(o, h, h * h);
       });
       if (sums) m.block_done();
@@ -222,12 +189,12 @@ inline void pass_z1(const float* c, float* z1, const Blocks& b, const RowWeights
 inline void pass_z2_stats(const float* z1, const Blocks& b, const RowWeights& w,
                           const RowBn& bn, bool relu, std::vector<std::vector<double>>& sums) {
   for_chunks(b, [&](int64_t k, int64_t lo, int64_t hi) {
-    std::vector<float> ab(P * w.C1p);
+    std::vector<float> ab(P * w.C1);
     Moments m(w.C, sums[k].data());
     for (int64_t blk = lo; blk < hi; ++blk) {
       const int64_t p0 = blk * P, cnt = b.valid(blk);
-      act_rows({z1 + p0 * w.C1, w.C1}, cnt, w, bn.s1.data(), bn.t1.data(), relu, ab.data());
-      dense(ab.data(), w.C1p, w.C1, w.w2t.data(), w.C, w.zero.data(), [&](int p, int64_t o, V h) {
+      act_rows(z1 + p0 * w.C1, cnt, w, bn.s1.data(), bn.t1.data(), relu, ab.data());
+      dense(ab.data(), w.C1, w.C1, w.w2t.data(), w.C, w.zero.data(), [&](int p, int64_t o, V h) {
         if (p < cnt) m.add(o, h, h * h);
       });
       m.block_done();
@@ -241,13 +208,13 @@ inline void pass_gate(const float* c, const float* z1, float* y, const Blocks& b
                       const RowWeights& w, const FoldedMlp& gate2, const RowBn& bn, bool relu,
                       const std::vector<float>& isc, const std::vector<float>& ish) {
   for_chunks(b, [&](int64_t, int64_t lo, int64_t hi) {
-    std::vector<float> xb(P * w.C), ab(P * w.C1p), yb(P * w.C);
+    std::vector<float> xb(P * w.C), ab(P * w.C1), yb(P * w.C);
     for (int64_t blk = lo; blk < hi; ++blk) {
       const int64_t p0 = blk * P, cnt = b.valid(blk);
       const float* xr = x_rows(c, p0, cnt, w.C, isc, ish, xb.data());
-      act_rows({z1 + p0 * w.C1, w.C1}, cnt, w, bn.s1.data(), bn.t1.data(), relu, ab.data());
+      act_rows(z1 + p0 * w.C1, cnt, w, bn.s1.data(), bn.t1.data(), relu, ab.data());
       float* yr = cnt < P ? yb.data() : y + p0 * w.C;
-      dense(ab.data(), w.C1p, w.C1, gate2.w2t.data(), w.C, gate2.b2.data(),
+      dense(ab.data(), w.C1, w.C1, gate2.w2t.data(), w.C, gate2.b2.data(),
             [&](int p, int64_t o, V h) { st(yr + p * w.C + o, sigmoid(h) * ld(xr + p * w.C + o)); });
       if (cnt < P) std::memcpy(y + p0 * w.C, yb.data(), cnt * w.C * sizeof(float));
     }
@@ -263,14 +230,14 @@ inline void pass_b1(const float* g, const float* c, const float* z1, const Block
                     float* n2, float* gs, std::vector<std::vector<double>>& sums) {
   const int64_t C = w.C;
   for_chunks(b, [&](int64_t k, int64_t lo, int64_t hi) {
-    std::vector<float> xb(P * C), zb(P * w.C1p), ab(P * w.C1p);
+    std::vector<float> xb(P * C), zb(P * w.C1), ab(P * w.C1);
     Moments m(C, sums[k].data());
     for (int64_t blk = lo; blk < hi; ++blk) {
       const int64_t p0 = blk * P, cnt = b.valid(blk);
       const float* xr = x_rows(c, p0, cnt, C, isc, ish, xb.data());
       act_rows(z1_rows(z1, p0, xr, w, zb.data()), cnt, w, bn.s1.data(), bn.t1.data(), relu,
                ab.data());
-      dense(ab.data(), w.C1p, w.C1, w.w2t.data(), C, w.zero.data(), [&](int p, int64_t o, V z2) {
+      dense(ab.data(), w.C1, w.C1, w.w2t.data(), C, w.zero.data(), [&](int p, int64_t o, V z2) {
         if (p >= cnt) return;
         const int64_t at = (p0 + p) * C + o;
         const V s = sigmoid(z2 * ld(&bn.s2[o]) + ld(&bn.t2[o]));
@@ -296,15 +263,15 @@ inline void pass_b2(const float* c, const float* z1, const Blocks& b, const RowW
                     const std::vector<float>& ish, const float* gh2, const float* n2,
                     const std::vector<float>& a2, const std::vector<float>& c2, float* gh1,
                     std::vector<std::vector<double>>& dw2t, std::vector<std::vector<double>>& sums) {
-  const int64_t C = w.C, C1 = w.C1, C1p = w.C1p;
+  const int64_t C = w.C, C1 = w.C1;
   for_chunks(b, [&](int64_t k, int64_t lo, int64_t hi) {
-    std::vector<float> xb(P * C), zb(P * C1p), ab(P * C1p), dz2(P * C, 0.0f);
+    std::vector<float> xb(P * C), zb(P * C1), ab(P * C1), dz2(P * C, 0.0f);
     Moments m(C1, sums[k].data());
     Outer outer(C1, C, dw2t[k].data());
     for (int64_t blk = lo; blk < hi; ++blk) {
       const int64_t p0 = blk * P, cnt = b.valid(blk);
       const float* xr = z1 ? nullptr : x_rows(c, p0, cnt, C, isc, ish, xb.data());
-      const Z1Rows z = z1_rows(z1, p0, xr, w, zb.data());
+      const float* z = z1_rows(z1, p0, xr, w, zb.data());
       act_rows(z, cnt, w, bn.s1.data(), bn.t1.data(), relu, ab.data());
       for (int64_t p = 0; p < cnt; ++p)
         for (int64_t o = 0; o < C; o += L) {
@@ -313,13 +280,13 @@ inline void pass_b2(const float* c, const float* z1, const Blocks& b, const RowW
              ld(&bn.k2[o]) * (ld(gh2 + at) - ld(&a2[o]) - ld(n2 + at) * ld(&c2[o])));
         }
       if (cnt < P) std::fill(dz2.begin() + cnt * C, dz2.end(), 0.0f);
-      outer.add(ab.data(), C1p, dz2.data(), C, cnt);
-      dense(dz2.data(), C, C, w.w2p.data(), C1p, w.zero.data(), [&](int p, int64_t o, V da) {
+      outer.add(ab.data(), C1, dz2.data(), C, cnt);
+      dense(dz2.data(), C, C, w.w2.data(), C1, w.zero.data(), [&](int p, int64_t o, V da) {
         if (p >= cnt) return;
-        const V zv = ld_part(z.p + p * z.ld + o, C1 - o);
+        const V zv = ld(z + p * C1 + o);
         if (relu) da = zv * ld(&bn.s1[o]) + ld(&bn.t1[o]) > 0.0f ? da : V{};
         const V nrm = (zv - ld(&bn.m1[o])) * ld(&bn.r1[o]);
-        st_part(gh1 + (p0 + p) * C1 + o, da, C1 - o);
+        st(gh1 + (p0 + p) * C1 + o, da);
         m.add(o, da, da * nrm);
       });
       m.block_done();
@@ -343,27 +310,27 @@ inline void pass_b3(const float* c, const float* z1, const Blocks& b, const RowW
                     const std::vector<float>& ish, const float* gh1, const float* gs,
                     const std::vector<float>& a1, const std::vector<float>& c1, float* dx,
                     std::vector<std::vector<double>>& dw1, const RowBn0* bn0) {
-  const int64_t C = w.C, C1 = w.C1, C1p = w.C1p;
+  const int64_t C = w.C, C1 = w.C1;
   for_chunks(b, [&](int64_t k, int64_t lo, int64_t hi) {
-    std::vector<float> xb(P * C), zb(P * C1p), dz1(P * C1p, 0.0f);
+    std::vector<float> xb(P * C), zb(P * C1), dz1(P * C1, 0.0f);
     Moments m0(C, bn0 ? (*bn0->sums)[k].data() : nullptr);
     Outer outer(C1, C, dw1[k].data());
     for (int64_t blk = lo; blk < hi; ++blk) {
       const int64_t p0 = blk * P, cnt = b.valid(blk);
       const float* xr = x_rows(c, p0, cnt, C, isc, ish, xb.data());
-      const Z1Rows z = z1_rows(z1, p0, xr, w, zb.data());
+      const float* z = z1_rows(z1, p0, xr, w, zb.data());
       for (int64_t p = 0; p < P; ++p)
-        for (int64_t o = 0; o < C1p; o += L) {
+        for (int64_t o = 0; o < C1; o += L) {
           V d = {};
           if (p < cnt) {
-            const V nrm = (ld_part(z.p + p * z.ld + o, C1 - o) - ld(&bn.m1[o])) * ld(&bn.r1[o]);
+            const V nrm = (ld(z + p * C1 + o) - ld(&bn.m1[o])) * ld(&bn.r1[o]);
             d = ld(&bn.k1[o]) *
-                (ld_part(gh1 + (p0 + p) * C1 + o, C1 - o) - ld(&a1[o]) - nrm * ld(&c1[o]));
+                (ld(gh1 + (p0 + p) * C1 + o) - ld(&a1[o]) - nrm * ld(&c1[o]));
           }
-          st(&dz1[p * C1p + o], d);
+          st(&dz1[p * C1 + o], d);
         }
-      outer.add(dz1.data(), C1p, xr, C, cnt);
-      dense(dz1.data(), C1p, C1, w.w1r.data(), C, w.zero.data(), [&](int p, int64_t o, V h) {
+      outer.add(dz1.data(), C1, xr, C, cnt);
+      dense(dz1.data(), C1, C1, w.w1.data(), C, w.zero.data(), [&](int p, int64_t o, V h) {
         if (p >= cnt) return;
         const int64_t at = (p0 + p) * C + o;
         const V d = h + ld(gs + at);
