@@ -290,6 +290,22 @@ def test_models_keep_state_dict_keys():
     assert list(m.state_dict()) == keys
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["bn_atac", "atac"])
+def test_backward_allocates_no_zero_gradients(fused):
+    # z1 and the batch statistics are outputs of the forward operator for backward's use only:
+    # were their gradients materialised, every backward would allocate and zero a z1-sized
+    # tensor (aten::zeros) before the kernel runs
+    bn, act, _, _ = pair(16, memory_efficient=False)
+    x = torch.randn(4, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = norm_then_act(bn, act, x) if fused else act(x)
+    with torch.profiler.profile() as prof:
+        y.backward(torch.ones_like(y))
+    names = {e.name for e in prof.events()}
+    assert ("attnact::bn_atac_backward" if fused else "attnact::atac_backward") in names
+    assert not names & {"aten::zeros", "aten::zero_", "aten::zeros_like"}, sorted(names)
+
+
 def test_double_backward_refuses():
     bn, act, _, _ = pair(8)
     x = torch.randn(2, 8, 4, 4, requires_grad=True)

@@ -32,7 +32,8 @@ cache shared with a different CPU does not load a binary that this one cannot ru
 
 Registered with ``torch.library``: ``attnact::atac_forward`` and ``attnact::atac_backward``
 (C++ kernels), fake-tensor implementations (so that ``torch.compile`` and ``torch.export``
-trace them without running them), and autograd for the forward (its backward calls
+trace them without running them), and autograd for the forward in C++
+(``csrc/atac_autograd.cpp``, so that no Python runs per call; its backward calls
 ``attnact::atac_backward``, which itself refuses to be differentiated). :func:`atac` is the
 entry point the ATAC module calls; it also updates the running statistics.
 
@@ -107,7 +108,7 @@ def _flags() -> list[str]:
     return []
 
 
-_SOURCES = ("atac.cpp", "arelu.cpp", "elsa.cpp")
+_SOURCES = ("atac.cpp", "atac_autograd.cpp", "arelu.cpp", "elsa.cpp")
 # included by the sources: part of the name's hash too
 _HEADERS = ("elementwise.h", "pixel_rows.h", "rows_training.h")
 
@@ -208,9 +209,7 @@ def ready(x: torch.Tensor) -> bool:
 
 
 def _register_python_parts() -> None:
-    lib = "attnact::atac_forward"
-
-    @torch.library.register_fake(lib)  # type: ignore[untyped-decorator]  # returns unannotated
+    @torch.library.register_fake("attnact::atac_forward")  # type: ignore[untyped-decorator]
     def _(x: Tensor, w1: Tensor, g1: Tensor, b1: Tensor, w2: Tensor, g2: Tensor, b2: Tensor,
           rm1: Tensor | None, rv1: Tensor | None, rm2: Tensor | None, rv2: Tensor | None,
           batch1: bool, batch2: bool, eps1: float, eps2: float, relu: bool,
@@ -236,23 +235,9 @@ def _register_python_parts() -> None:
                 torch.empty_like(g1), torch.empty_like(b1), torch.empty_like(w2),
                 torch.empty_like(g2), torch.empty_like(b2))
 
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        x, w1, g1, b1, w2, g2, b2, _rm1, _rv1, _rm2, _rv2, batch1, batch2, eps1, eps2, relu, \
-            _keep = inputs
-        _y, z1, mean1, var1, mean2, var2 = output
-        ctx.save_for_backward(x, z1, w1, g1, b1, w2, g2, b2, mean1, var1, mean2, var2)
-        ctx.cfg = (batch1, batch2, eps1, eps2, relu)
-
-    def backward(ctx: Any, grad: torch.Tensor, *_rest: Any) -> tuple[Any, ...]:
-        x, z1, w1, g1, b1, w2, g2, b2, mean1, var1, mean2, var2 = ctx.saved_tensors
-        batch1, batch2, eps1, eps2, relu = ctx.cfg
-        grads = torch.ops.attnact.atac_backward(
-            grad, x, z1, w1, g1, b1, w2, g2, b2, mean1, var1, mean2, var2, batch1, batch2,
-            eps1, eps2, relu)
-        return (*grads, None, None, None, None, None, None, None, None, None, None)
-
-    torch.library.register_autograd(lib, backward, setup_context=setup_context)
-
+    # The forward operators' autograd is C++ (csrc/atac_autograd.cpp): no Python per call.
+    # The backward operators keep this Python one, which that C++ takes only when backward
+    # records a graph (create_graph=True).
     def no_double_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
         raise RuntimeError(
             "attnact::atac_backward is once_differentiable: it treats the batch statistics as "
@@ -323,11 +308,10 @@ def _register_python_parts() -> None:
 
 def _register_bn_atac(fwd_bytes: Callable[[Any, Any], int],
                       bwd_bytes: Callable[[Any, Any], int]) -> None:
-    """Fake implementations, autograd and declared traffic of ``attnact::bn_atac_forward`` /
+    """Fake implementations, the backward's autograd and declared traffic of
+    ``attnact::bn_atac_forward`` /
     ``attnact::bn_atac_backward`` (BatchNorm then ATAC, csrc/atac.cpp)."""
-    lib = "attnact::bn_atac_forward"
-
-    @torch.library.register_fake(lib)  # type: ignore[untyped-decorator]  # returns unannotated
+    @torch.library.register_fake("attnact::bn_atac_forward")  # type: ignore[untyped-decorator]
     def _(c: Tensor, g0: Tensor, b0: Tensor, rm0: Tensor | None, rv0: Tensor | None,
           batch0: bool, eps0: float, w1: Tensor, g1: Tensor, b1: Tensor, w2: Tensor, g2: Tensor,
           b2: Tensor, rm1: Tensor | None, rv1: Tensor | None, rm2: Tensor | None,
@@ -356,25 +340,6 @@ def _register_bn_atac(fwd_bytes: Callable[[Any, Any], int],
                 torch.empty_like(b0), torch.empty_like(w1), torch.empty_like(g1),
                 torch.empty_like(b1), torch.empty_like(w2), torch.empty_like(g2),
                 torch.empty_like(b2))
-
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        (c, g0, b0, _rm0, _rv0, batch0, eps0, w1, g1, b1, w2, g2, b2, _rm1, _rv1, _rm2, _rv2,
-         batch1, batch2, eps1, eps2, relu, _keep) = inputs
-        _y, z1, mean0, var0, mean1, var1, mean2, var2 = output
-        # c is BN's input, which the graph holds anyway (the producer's output): saving it and
-        # the statistics instead of x = BN(c) is the point of the fused node
-        ctx.save_for_backward(c, z1, g0, b0, mean0, var0, w1, g1, b1, w2, g2, b2, mean1, var1,
-                              mean2, var2)
-        ctx.cfg = (batch0, batch1, batch2, eps0, eps1, eps2, relu)
-
-    def backward(ctx: Any, grad: torch.Tensor, *_rest: Any) -> tuple[Any, ...]:
-        saved = ctx.saved_tensors
-        dc, dg0, db0, dw1, dg1, db1, dw2, dg2, db2 = torch.ops.attnact.bn_atac_backward(
-            grad, *saved, *ctx.cfg)
-        return (dc, dg0, db0, None, None, None, None, dw1, dg1, db1, dw2, dg2, db2,
-                *([None] * 10))
-
-    torch.library.register_autograd(lib, backward, setup_context=setup_context)
 
     def no_double_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
         raise RuntimeError(
