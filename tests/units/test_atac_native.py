@@ -290,6 +290,28 @@ def test_outer_compile_keeps_the_operators_in_one_graph():
         attnact.set_fused(None)
 
 
+FIRST_CALL_COMPILED = """
+import torch
+from attnact.models import create_model
+from attnact.units import native
+model = create_model("resnet_cifar", act="atac", num_classes=10, blocks=1, in_channels=3)
+assert not native._state["loaded"]
+explained = torch._dynamo.explain(model.train())(torch.randn(4, 3, 16, 16))
+print(explained.graph_break_count,
+      any("bn_atac_forward" in str(n.target) for g in explained.graphs for n in g.graph.nodes))
+"""
+
+
+def test_first_call_under_compile_builds_the_operators():
+    # a fresh process whose first ATAC call is traced by torch.compile: it must build (here:
+    # load from the cache) the operators and put them in the graph, not trace the reference
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", FIRST_CALL_COMPILED], capture_output=True,
+                         text=True, timeout=600, check=True)
+    assert out.stdout.split()[-2:] == ["0", "True"], out.stdout + out.stderr
+
+
 def test_declared_traffic_for_the_roofline():
     """The bytes the roofline counts for the operators, against the passes counted by hand
     (x: 1 unit, z₁: ½ at r = 2): forward A (x, z₁) + B (z₁) + C (x, z₁, y) = 4.5; backward

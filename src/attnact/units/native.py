@@ -192,17 +192,25 @@ def available() -> bool:
 
 def ready(x: torch.Tensor) -> bool:
     """Whether ATAC on ``x`` takes the native operators: a CPU tensor, the switch on, not under
-    TorchScript tracing or ONNX export, and the operators built. Inside ``torch.compile`` only
-    what is already built counts (tracing must not start a build); elsewhere the first call
-    builds."""
+    TorchScript tracing or ONNX export, and the operators built (the first call builds them,
+    under ``torch.compile`` too)."""
     if x.device.type != "cpu" or not _switched_on():
         return False
     # torch.jit re-exports is_tracing, unannotated, without listing it in __all__
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # type: ignore[attr-defined, no-untyped-call]
         return False  # TorchScript and the ONNX exporter get the other paths
     if torch.compiler.is_compiling():
-        return bool(_state["loaded"])
+        return _built_for_tracing()
     return _state["loaded"] or why_not() is None
+
+
+@torch.compiler.assume_constant_result
+def _built_for_tracing() -> bool:
+    """Whether the operators are built, building them if need be: TorchDynamo runs this
+    function itself while it traces (outside the graph, once) and keeps the answer as a
+    constant, so a model whose first call is under ``torch.compile`` gets the native operators
+    too instead of tracing the reference."""
+    return why_not() is None
 
 
 # --- registration ----------------------------------------------------------------------------
