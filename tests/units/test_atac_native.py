@@ -290,38 +290,6 @@ def test_outer_compile_keeps_the_operators_in_one_graph():
         attnact.set_fused(None)
 
 
-def test_outputs_reuse_the_last_steps_pages():
-    # the operators' outputs come from a pool (csrc/output_pool.h): the blocks of a step's y,
-    # z1 and dx go back to it when their tensors die and serve the next step, which then
-    # writes into pages already mapped (a fresh block costs a page fault per 4 KiB page)
-    import resource
-
-    unit = ATAC(16).train()
-    x = torch.randn(64, 16, 32, 32).contiguous(memory_format=torch.channels_last)
-    x.requires_grad_()
-    outputs = x.nbytes * 5 // 2  # y, z1 (half of x at r = 2) and dx
-
-    def step() -> int:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        unit(x).backward(torch.ones_like(x))
-        x.grad = None
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    native.release_cached_outputs()
-    assert native.cached_output_bytes() == 0
-    step()
-    assert native.cached_output_bytes() == outputs  # all three came back
-    y = unit(x.detach())  # takes the blocks of y and z1 again (the graph keeps z1)
-    assert native.cached_output_bytes() == outputs - x.nbytes * 3 // 2
-    y = y.detach()
-    y.resize_(2 * x.numel())  # an ordinary, resizable CPU tensor
-    assert y.numel() == 2 * x.numel()
-    del y
-    assert min(step() for _ in range(3)) < x.nbytes // 4096 // 4
-    native.release_cached_outputs()
-    assert native.cached_output_bytes() == 0
-
-
 FIRST_CALL_COMPILED = """
 import torch
 from attnact.models import create_model

@@ -20,10 +20,6 @@ Where C/r is a multiple of 16 as well, training runs the same passes on pixel ro
 (``csrc/rows_training.h``); with fewer channels in z₁ the tiles stay faster (resnet_cifar's
 first stage, C = 16, r = 2; ``benchmarks/atac-rows-training-issue14.md``).
 
-Their activation-sized outputs come from a pool of blocks that die and are reused from step to
-step (:func:`release_cached_outputs`): a fresh multi-MiB output costs a page fault per 4 KiB
-page on its first write, which was a tenth of a training node's time at the first stage.
-
 Saved for backward: x and z₁ on the fast path (``keep_z1``), x only on the memory-efficient path
 (z₁ is recomputed in each backward pass), plus per-channel statistics.
 
@@ -71,9 +67,8 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TRAFFIC", "atac", "available", "bn_atac", "build", "cached_output_bytes",
-           "elsa_activation", "gate_ready", "ready", "release_cached_outputs", "set_native",
-           "why_not"]
+__all__ = ["TRAFFIC", "atac", "available", "bn_atac", "build", "elsa_activation", "gate_ready",
+           "ready", "set_native", "why_not"]
 
 ENV_NO_NATIVE = "ATTNACT_NO_NATIVE"
 _CSRC = Path(__file__).with_name("csrc")
@@ -115,7 +110,7 @@ def _flags() -> list[str]:
 
 _SOURCES = ("atac.cpp", "atac_autograd.cpp", "arelu.cpp", "elsa.cpp")
 # included by the sources: part of the name's hash too
-_HEADERS = ("elementwise.h", "output_pool.h", "pixel_rows.h", "rows_training.h")
+_HEADERS = ("elementwise.h", "pixel_rows.h", "rows_training.h")
 
 # ATen's at::parallel_for is a header template: in an OpenMP build of PyTorch it is an
 # ``omp parallel`` region, which a translation unit compiled without -fopenmp turns into a
@@ -188,22 +183,6 @@ def why_not() -> str | None:
                           RuntimeWarning, stacklevel=2)
             return _state["error"]
     return None
-
-
-def release_cached_outputs() -> None:
-    """Free the memory the ATAC operators keep for their next outputs. Their activation-sized
-    outputs (y, the z₁ kept for backward, dx) come from a pool (``csrc/output_pool.h``) that
-    takes back a block when its tensor dies and hands it to the next output of that size, so
-    that a training step reuses the last step's pages instead of faulting in fresh ones; at
-    most 1 GiB is kept. A no-op where the operators were not built."""
-    if _state["loaded"]:
-        torch.ops.attnact.release_cached_outputs()
-
-
-def cached_output_bytes() -> int:
-    """Bytes the pool of :func:`release_cached_outputs` holds for the next outputs (0 where
-    the operators were not built)."""
-    return int(torch.ops.attnact.cached_output_bytes()) if _state["loaded"] else 0
 
 
 def available() -> bool:

@@ -31,7 +31,6 @@
 
 #include <immintrin.h>
 
-#include "output_pool.h"
 #include "rows_training.h"
 
 #include <mutex>
@@ -560,7 +559,7 @@ Bwd rows_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& z1
   const std::vector<double> sum1 = add_parts(parts1);
   const auto [a1, c1] = means(sum1, C1);
 
-  auto dx = attnact_pool::empty_like(x, at::MemoryFormat::ChannelsLast);
+  auto dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
   auto dw1_parts = zero_parts(blocks.chunks, C1 * C);
   R::RowBn0 rbn0;
   if (bn0) {
@@ -602,10 +601,10 @@ Fwd forward_impl(const at::Tensor& x, const at::Tensor& w1,
   const double count = static_cast<double>(N * HW);
   auto opts = x.options();
   const T* xp = x.data_ptr<T>();
-  auto y = attnact_pool::empty_like(x, fmt);
+  auto y = at::empty_like(x, fmt);
   const bool need_z1 = keep_z1 || batch1 || batch2;  // a stored z1 serves passes B and C
   // z1: a new tensor when it is kept for backward, else scratch for the passes
-  auto z1 = keep_z1 ? attnact_pool::empty({N, tiles.per_sample, C1, TILE}, opts)
+  auto z1 = keep_z1 ? at::empty({N, tiles.per_sample, C1, TILE}, opts)
             : need_z1 ? scratch().take(N * tiles.per_sample * C1 * TILE, opts)
                       : at::empty({0}, opts);
   // statistics in double: the running-statistics update is then nn.BatchNorm2d's to the bit
@@ -839,7 +838,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   // B2: dz2, dW2, da, gh1 (stored), g*s (into dx); sums of gh1 and gh1 * n1 for BN1;
   // without batch statistics in BN2 its parameter gradients are summed here, and without
   // them in BN1 dz1 is final here too, so dx and dW1 are finished in this pass.
-  auto dx = attnact_pool::empty_like(x, fmt);
+  auto dx = at::empty_like(x, fmt);
   T* dxp = dx.data_ptr<T>();
   std::vector<T> k2(C), a2(C), c2(C);  // dz2 = k2 * (gh2 - a2 - n2 * c2)
   auto g2d = g2.to(at::kDouble).contiguous();
@@ -1278,12 +1277,6 @@ TORCH_LIBRARY(attnact, m) {
       "Tensor mean1, Tensor var1, Tensor mean2, Tensor var2, bool batch0, bool batch1, "
       "bool batch2, float eps0, float eps1, float eps2, bool relu) -> (Tensor, Tensor, Tensor, "
       "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_FRAGMENT(attnact, m) {
-  m.def("release_cached_outputs() -> ()", [] { attnact_pool::pool().release(); });
-  m.def("cached_output_bytes() -> int",
-        [] { return static_cast<int64_t>(attnact_pool::pool().cached_bytes()); });
 }
 
 TORCH_LIBRARY_IMPL(attnact, CPU, m) {
