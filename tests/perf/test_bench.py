@@ -88,12 +88,14 @@ def test_write_bench_and_cli(tiny_hosts, tmp_path, capsys):
     assert "| tiny_unit | tanh |" in files["md"].read_text()
     assert main(["bench", "--hosts", "tiny_unit", "--variants", "arelu", "--rounds", "1",
                  "--warmup", "0", "--out", str(tmp_path), "--name", "cli", "--quiet",
-                 "--no-compiled-models"]) == 0
+                 "--no-compiled-models", "--default-malloc"]) == 0
     out = capsys.readouterr().out
     assert "| tiny_unit | relu |" in out and "| tiny_unit | arelu |" in out
     assert (tmp_path / "cli.json").is_file()
     meta = json.loads((tmp_path / "cli.json").read_text())["meta"]
     assert meta["bandwidth_bytes_per_s"]["dram"] > 0 and len(meta["load_average"]) == 2
+    assert meta["allocator"] == "C library defaults"  # --default-malloc: the test process kept
+    assert "Allocator: C library defaults." in out
     assert "compiled model" not in out
     assert main(["bench", "--hosts", "nope"]) == 2
     assert "unknown bench host 'nope'" in capsys.readouterr().err

@@ -475,9 +475,11 @@ def markdown_table(results: Sequence[BenchResult]) -> str:
 
 def write_bench(results: Sequence[BenchResult], out: str | Path, *, name: str, command: str,
                 rounds: int, bandwidth: Mapping[str, float] | None = None,
-                load: Sequence[float] | None = None) -> dict[str, Path]:
+                load: Sequence[float] | None = None,
+                allocator: str | None = None) -> dict[str, Path]:
     """``<out>/<name>.json`` and ``<out>/<name>.md`` (atomically); ``bandwidth`` (bytes/s by
-    name) and ``load`` (load averages seen during the run) are recorded with the table."""
+    name), ``load`` (load averages seen during the run) and ``allocator`` (the C library
+    allocator's policy, :mod:`attnact.perf.malloc`) are recorded with the table."""
     from attnact.train.provenance import code_identity, current_code
 
     code = current_code()  # which code made the figures (a dirty tree says so)
@@ -489,6 +491,7 @@ def write_bench(results: Sequence[BenchResult], out: str | Path, *, name: str, c
         "machine": platform.machine(), "threads": torch.get_num_threads(), "rounds": rounds,
         "hosts": {h: asdict(resolve_host(h)) for h in dict.fromkeys(r.host for r in results)},
         "bandwidth_bytes_per_s": dict(bandwidth or {}), "load_average": list(load or []),
+        "allocator": allocator,
     }
     out = Path(out)
     context = ""
@@ -499,7 +502,9 @@ def write_bench(results: Sequence[BenchResult], out: str | Path, *, name: str, c
                     "the bytes moved beyond ReLU's at the DRAM bandwidth; achieved bandwidth: "
                     "those extra bytes over the extra time (whole step for the bare unit). ")
     if load:
-        context += "Load average during the run: " + ", ".join(f"{v:.2f}" for v in load) + "."
+        context += "Load average during the run: " + ", ".join(f"{v:.2f}" for v in load) + ". "
+    if allocator:
+        context += f"Allocator: {allocator}."
     md = (f"# attnact bench: {name}\n\n`{command}` — {meta['made_by']}, {meta['date']}, "
           f"torch {meta['torch']}, "
           f"{meta['threads']} thread(s), median of {rounds} interleaved rounds; ratios only "

@@ -45,8 +45,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                  if b.label in {v.baseline for v in variants} - labels]
     for host in hosts:  # every name checked before anything is measured
         resolve_host(host)
+    from attnact.perf.malloc import keep_freed_memory
     from attnact.perf.roofline import measure_bandwidth
 
+    # before anything is allocated for the measurement: page faults of memory the C library
+    # gave back between steps are not the models' cost (attnact.perf.malloc)
+    allocator = "C library defaults" if args.default_malloc else (
+        keep_freed_memory() or "C library defaults (not glibc: nothing changed)")
     load = [os.getloadavg()[0]]
     bandwidth = {"dram": measure_bandwidth()["best"],
                  "cache": measure_bandwidth(8 * 2**20, repeats=30)["best"]}
@@ -57,7 +62,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     command = "attnact bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     files = write_bench(results, args.out, name=args.name or f"bench-{timestamp()}",
                         command=command.strip(), rounds=args.rounds, bandwidth=bandwidth,
-                        load=load)
+                        load=load, allocator=allocator)
     print(files["md"].read_text())
     for kind, path in files.items():
         print(f"{kind:<5} {path}")
@@ -88,6 +93,10 @@ def add_bench_subparser(
     p.add_argument("--name", help="file name stem (default: bench-<timestamp>)")
     p.add_argument("--no-compiled-models", action="store_true",
                    help="leave out the variants under torch.compile(model) (they compile first)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave the C library's allocator at its defaults (by default glibc is "
+                        "told to keep freed memory, so that page faults of memory it gave back "
+                        "between steps stay out of the ratios; attnact.perf.malloc)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_bench)
     return p

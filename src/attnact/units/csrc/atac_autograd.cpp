@@ -2,8 +2,8 @@
 // operator's kernels run below autograd, and backward calls atac_backward / bn_atac_backward.
 // Registered here rather than with torch.library.register_autograd so that no Python runs per
 // call: that wrapper re-reads the operator's schema on every call (fill_defaults walks
-// schema.arguments, which builds the whole argument list anew for each index), about 0.1 ms for
-// these operators' 17 and 23 arguments, more than the kernels take on small activations.
+// schema.arguments, which builds the whole argument list anew for each index: quadratic in
+// these operators' 17 and 23 arguments; measured in benchmarks/atac-overheads-issue14.md).
 //
 // Outputs after y (z1 and the batch statistics) are for backward and for the running-statistics
 // update: they are non-differentiable, and their gradients are not materialised (that would
