@@ -349,18 +349,33 @@ struct Folded {  // per-channel BatchNorm of one call, in double
   std::vector<double> mean, rstd, scale, shift;
 };
 
+// The values of a per-channel parameter or statistic (1-D, a few dozen values) in double, read
+// directly where it is contiguous float or double: an ATen conversion costs microseconds per
+// call, and an ATAC node made some sixty of them on such vectors.
+std::vector<double> doubles(const at::Tensor& t) {
+  std::vector<double> out(t.numel());
+  if (t.is_contiguous() && t.scalar_type() == at::kDouble) {
+    std::memcpy(out.data(), t.data_ptr<double>(), out.size() * sizeof(double));
+  } else if (t.is_contiguous() && t.scalar_type() == at::kFloat) {
+    const float* p = t.data_ptr<float>();
+    std::copy(p, p + out.size(), out.begin());
+  } else {
+    auto d = t.to(at::kDouble).contiguous();
+    std::memcpy(out.data(), d.data_ptr<double>(), out.size() * sizeof(double));
+  }
+  return out;
+}
+
 Folded fold(const at::Tensor& mean, const at::Tensor& var, const at::Tensor& gamma,
             const at::Tensor& beta, double eps) {
-  auto m = mean.to(at::kDouble).contiguous(), v = var.to(at::kDouble).contiguous();
-  auto g = gamma.to(at::kDouble).contiguous(), b = beta.to(at::kDouble).contiguous();
-  const int64_t c = m.numel();
-  Folded f{std::vector<double>(c), std::vector<double>(c), std::vector<double>(c),
-           std::vector<double>(c)};
-  for (int64_t i = 0; i < c; ++i) {
-    f.mean[i] = m.data_ptr<double>()[i];
-    f.rstd[i] = 1.0 / std::sqrt(v.data_ptr<double>()[i] + eps);
-    f.scale[i] = g.data_ptr<double>()[i] * f.rstd[i];
-    f.shift[i] = b.data_ptr<double>()[i] - f.mean[i] * f.scale[i];
+  const std::vector<double> m = doubles(mean), v = doubles(var), g = doubles(gamma),
+                            b = doubles(beta);
+  const size_t c = m.size();
+  Folded f{m, std::vector<double>(c), std::vector<double>(c), std::vector<double>(c)};
+  for (size_t i = 0; i < c; ++i) {
+    f.rstd[i] = 1.0 / std::sqrt(v[i] + eps);
+    f.scale[i] = g[i] * f.rstd[i];
+    f.shift[i] = b[i] - f.mean[i] * f.scale[i];
   }
   return f;
 }
@@ -370,20 +385,21 @@ std::vector<T> cast(const std::vector<double>& v) {
   return std::vector<T>(v.begin(), v.end());
 }
 
-// mean and biased variance from per-chunk (sum, sum of squares), added in chunk order.
+// mean and biased variance from per-chunk (sum, sum of squares), added in chunk order, into
+// mean and var (contiguous double, made by the caller).
 void finish_stats(const std::vector<std::vector<double>>& parts, int64_t ch, double count,
                   at::Tensor& mean, at::Tensor& var) {
+  TORCH_INTERNAL_ASSERT(mean.scalar_type() == at::kDouble && var.scalar_type() == at::kDouble &&
+                        mean.is_contiguous() && var.is_contiguous());
   std::vector<double> s(2 * ch, 0.0);
   for (const auto& p : parts)
     for (int64_t i = 0; i < 2 * ch; ++i) s[i] += p[i];
-  auto m = at::empty({ch}, at::kDouble), v = at::empty({ch}, at::kDouble);
+  double *m = mean.data_ptr<double>(), *v = var.data_ptr<double>();
   for (int64_t c = 0; c < ch; ++c) {
     const double mu = s[c] / count;
-    m.data_ptr<double>()[c] = mu;
-    v.data_ptr<double>()[c] = std::max(0.0, s[ch + c] / count - mu * mu);
+    m[c] = mu;
+    v[c] = std::max(0.0, s[ch + c] / count - mu * mu);
   }
-  mean.copy_(m);
-  var.copy_(v);
 }
 
 // Per tile, the gate from z1 (already in zb): a (into ab), z2 (into z2b), s (into sb).
@@ -456,13 +472,17 @@ using Fwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 using Bwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                        at::Tensor>;
 
-// A double vector as a tensor of x's dtype and the given shape (the parameter gradients).
-at::Tensor as_tensor(const std::vector<double>& v, at::IntArrayRef shape, at::ScalarType dtype) {
-  auto dopts = at::TensorOptions().dtype(at::kDouble);
-  return at::from_blob(const_cast<double*>(v.data()), {static_cast<int64_t>(v.size())}, dopts)
-      .to(dtype)
-      .reshape(shape)
-      .clone();
+// values [first, first + numel(shape)) of a double vector as a new tensor of x's dtype and the
+// given shape (the parameter gradients), written directly (no ATen conversions)
+at::Tensor as_tensor(const std::vector<double>& v, at::IntArrayRef shape, at::ScalarType dtype,
+                     size_t first = 0) {
+  auto out = at::empty(shape, at::TensorOptions().dtype(dtype));
+  TORCH_INTERNAL_ASSERT(first + out.numel() <= v.size());
+  AT_DISPATCH_FLOATING_TYPES(dtype, "as_tensor", [&] {
+    scalar_t* p = out.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < out.numel(); ++i) p[i] = static_cast<scalar_t>(v[first + i]);
+  });
+  return out;
 }
 
 // parts[0] + parts[1] + ... in chunk order (deterministic for a given thread count)
@@ -525,10 +545,10 @@ Bwd rows_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& z1
   const R::Blocks blocks(npix);
   auto w1c = w1.reshape({C1, C}).contiguous(), w2c = w2.reshape({C, C1}).contiguous();
   const R::RowWeights w(w1c.data_ptr<float>(), w2c.data_ptr<float>(), C, C1);
-  auto g1d = g1.to(at::kDouble).contiguous(), g2d = g2.to(at::kDouble).contiguous();
+  const std::vector<double> g1d = doubles(g1), g2d = doubles(g2);
   std::vector<double> k1(C1), k2(C);  // gamma * rstd: the BatchNorms' input-gradient scales
-  for (int64_t j = 0; j < C1; ++j) k1[j] = g1d.data_ptr<double>()[j] * f1.rstd[j];
-  for (int64_t c = 0; c < C; ++c) k2[c] = g2d.data_ptr<double>()[c] * f2.rstd[c];
+  for (int64_t j = 0; j < C1; ++j) k1[j] = g1d[j] * f1.rstd[j];
+  for (int64_t c = 0; c < C; ++c) k2[c] = g2d[c] * f2.rstd[c];
   R::RowBn bn{R::lanes(f1.scale), R::lanes(f1.shift), R::lanes(f1.mean), R::lanes(f1.rstd),
               R::lanes(k1),       R::lanes(f2.scale), R::lanes(f2.shift), R::lanes(f2.mean),
               R::lanes(f2.rstd),  R::lanes(k2)};
@@ -575,11 +595,10 @@ Bwd rows_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& z1
   for (int64_t c = 0; c < C; ++c)
     for (int64_t j = 0; j < C1; ++j) dw2[c * C1 + j] = dw2t[j * C + c];
   const auto dt = x.scalar_type();
-  std::vector<double> dg2(sum2.begin() + C, sum2.end()), db2(sum2.begin(), sum2.begin() + C);
-  std::vector<double> dg1(sum1.begin() + C1, sum1.end()), db1(sum1.begin(), sum1.begin() + C1);
-  return Bwd{dx, as_tensor(dw1, w1.sizes(), dt), as_tensor(dg1, {C1}, dt),
-             as_tensor(db1, {C1}, dt), as_tensor(dw2, w2.sizes(), dt), as_tensor(dg2, {C}, dt),
-             as_tensor(db2, {C}, dt)};
+  // sum1 = [sum gh1 | sum gh1 n1]: BN1's bias and weight gradients; sum2 the same for BN2
+  return Bwd{dx, as_tensor(dw1, w1.sizes(), dt), as_tensor(sum1, {C1}, dt, C1),
+             as_tensor(sum1, {C1}, dt), as_tensor(dw2, w2.sizes(), dt),
+             as_tensor(sum2, {C}, dt, C), as_tensor(sum2, {C}, dt)};
 }
 
 template <typename T>
@@ -841,16 +860,16 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   auto dx = at::empty_like(x, fmt);
   T* dxp = dx.data_ptr<T>();
   std::vector<T> k2(C), a2(C), c2(C);  // dz2 = k2 * (gh2 - a2 - n2 * c2)
-  auto g2d = g2.to(at::kDouble).contiguous();
+  const std::vector<double> g2d = doubles(g2);
   for (int64_t c = 0; c < C; ++c) {
-    k2[c] = static_cast<T>(g2d.data_ptr<double>()[c] * f2.rstd[c]);
+    k2[c] = static_cast<T>(g2d[c] * f2.rstd[c]);
     a2[c] = batch2 ? static_cast<T>(sum2[c] / count) : T(0);
     c2[c] = batch2 ? static_cast<T>(sum2[C + c] / count) : T(0);
   }
   std::vector<T> k1(C1);
   {
-    auto g1d = g1.to(at::kDouble).contiguous();
-    for (int64_t j = 0; j < C1; ++j) k1[j] = static_cast<T>(g1d.data_ptr<double>()[j] * f1.rstd[j]);
+    const std::vector<double> g1d = doubles(g1);
+    for (int64_t j = 0; j < C1; ++j) k1[j] = static_cast<T>(g1d[j] * f1.rstd[j]);
   }
   // per chunk: [dW2 lanes C*C1][dW1 lanes C1*C] and sums: [sum gh2 | sum gh2 n2 (eval BN2)]
   // [sum gh1 | sum gh1 n1]
@@ -1001,13 +1020,10 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
 
   for (const auto& t : {gh2, n2, gs, gh1, z1_tiles}) scratch().give(t);
   const auto dt = x.scalar_type();
-  auto to_t = [&](const std::vector<double>& v, at::IntArrayRef shape) {
-    return as_tensor(v, shape, dt);
-  };
-  std::vector<double> dg2(sum2.begin() + C, sum2.end()), db2(sum2.begin(), sum2.begin() + C);
-  std::vector<double> dg1(sum1.begin() + C1, sum1.end()), db1(sum1.begin(), sum1.begin() + C1);
-  return Bwd{dx, to_t(dw1, w1.sizes()), to_t(dg1, {C1}), to_t(db1, {C1}),
-          to_t(dw2, w2.sizes()), to_t(dg2, {C}), to_t(db2, {C})};
+  // sum1 = [sum gh1 | sum gh1 n1]: BN1's bias and weight gradients; sum2 the same for BN2
+  return Bwd{dx, as_tensor(dw1, w1.sizes(), dt), as_tensor(sum1, {C1}, dt, C1),
+             as_tensor(sum1, {C1}, dt), as_tensor(dw2, w2.sizes(), dt),
+             as_tensor(sum2, {C}, dt, C), as_tensor(sum2, {C}, dt)};
 }
 
 void check(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
@@ -1143,10 +1159,10 @@ void bn0_input_grad(at::Tensor& dx, const at::Tensor& c, const Folded& f0, const
   const int64_t N = c.size(0), C = c.size(1), HW = c.size(2) * c.size(3);
   const bool cl = !c.is_contiguous() && c.is_contiguous(at::MemoryFormat::ChannelsLast);
   const double count = static_cast<double>(N * HW);
-  auto g0d = g0.to(at::kDouble).contiguous();
+  const std::vector<double> g0d = doubles(g0);
   std::vector<T> k0(C), off(C), kc(C), m0(C), r0(C);  // dc = k0 dx - off - kc x^
   for (int64_t ch = 0; ch < C; ++ch) {
-    const double k = g0d.data_ptr<double>()[ch] * f0.rstd[ch];
+    const double k = g0d[ch] * f0.rstd[ch];
     k0[ch] = static_cast<T>(k);
     off[ch] = static_cast<T>(batch0 ? k * sums[ch] / count : 0.0);
     kc[ch] = static_cast<T>(batch0 ? k * sums[C + ch] / count : 0.0);
@@ -1245,10 +1261,8 @@ BwdBn bn_atac_backward(const at::Tensor& grad, const at::Tensor& c, const at::Te
       for (size_t j = 0; j < sums.size(); ++j) sums[j] += p[j];
     bn0_input_grad<scalar_t>(std::get<0>(out), c, f0, g0, sums, batch0);
     const int64_t C = c.size(1);
-    auto dopts = at::TensorOptions().dtype(at::kDouble);
-    auto sums_t = at::from_blob(sums.data(), {2, C}, dopts).to(c.scalar_type());
-    db0 = sums_t[0].clone();
-    dg0 = sums_t[1].clone();
+    db0 = as_tensor(sums, {C}, c.scalar_type());
+    dg0 = as_tensor(sums, {C}, c.scalar_type(), C);
   });
   auto [dc, dw1, dg1, db1, dw2, dg2, db2] = out;  // dc: dx, made BN0's input gradient in place
   return BwdBn{dc, dg0, db0, dw1, dg1, db1, dw2, dg2, db2};
