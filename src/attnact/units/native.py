@@ -13,8 +13,8 @@ BatchNorm's input gradient two sums over the whole batch first):
 * forward, training: A (x → z₁, its sums), B (z₁ → a → z₂, its sums), C (x, z₁ → y); in eval
   one pass, x → y (for float channels_last with C a multiple of 16 on AVX-512, on pixel rows
   with both BatchNorms folded into the weights and no tile transposes: ``csrc/pixel_rows.h``);
-* backward: B1 (BN₂'s sums; keeps gh₂, n₂ and g·σ for B2), B2 (dz₂, ∂W₂, da, gh₁ and BN₁'s
-  sums), B3 (dz₁, ∂W₁, dx).
+* backward: B1 (BN₂'s sums; keeps gh₂ and g·σ for B2), B2 (n₂ again, dz₂, ∂W₂, da, gh₁ and
+  BN₁'s sums), B3 (dz₁, ∂W₁, dx); on pixel rows B1 keeps n₂ too.
 
 Where C/r is a multiple of 16 as well, training runs the same passes on pixel rows
 (``csrc/rows_training.h``); with fewer channels in z₁ the tiles stay faster (resnet_cifar's
@@ -276,12 +276,13 @@ def _register_python_parts() -> None:
         xb: int = x.numel() * x.element_size()
         zb: int = xb * args[3].shape[0] // x.shape[1]
         z_read = zb if z1.numel() else 0  # else z1 is recomputed from x
+        n2 = xb if _trains_on_rows(x, args[3].shape[0]) else 0  # kept by B1 on rows only
         total = 0
         if batch2:
-            total += 2 * xb + z_read + 3 * xb  # B1: reads g, x, z1; writes gh2, n2, g*s
+            total += 2 * xb + z_read + 2 * xb + n2  # B1: reads g, x, z1; writes gh2, g*s (n2)
         need_x = not z1.numel() or not batch2 or not batch1
         total += z_read + (xb if need_x else 0)  # B2 reads z1 (and x)
-        total += 2 * xb if batch2 else xb  # ... gh2 and n2 from B1, or g
+        total += xb + n2 if batch2 else xb  # ... gh2 (and n2) from B1, or g
         if batch1:
             total += zb + (0 if batch2 else xb)  # writes gh1 (and g*s)
             total += 2 * xb + z_read + zb + xb  # B3: reads x, z1, gh1, g*s; writes dx
@@ -377,6 +378,14 @@ def _register_bn_atac(fwd_bytes: Callable[[Any, Any], int],
 
     TRAFFIC["attnact.bn_atac_forward"] = bn_fwd_bytes
     TRAFFIC["attnact.bn_atac_backward"] = bn_bwd_bytes
+
+
+def _trains_on_rows(x: torch.Tensor, c1: int) -> bool:
+    """Whether ATAC's training passes on ``x`` take pixel rows (csrc/rows_training.h's
+    ``trains_on_rows``: float32 channels_last, C and C/r multiples of 16, an AVX-512 build)."""
+    return (x.dtype == torch.float32 and x.dim() == 4 and x.shape[1] % 16 == 0 and c1 % 16 == 0
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and torch.backends.cpu.get_cpu_capability().startswith("AVX512"))
 
 
 def _arelu_fake(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -804,17 +804,18 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
   };
   const Gate<T> gate{W1.data(), W2.data(), s1.data(), t1.data(), s2.data(), t2.data(), C, C1,
                      relu};
-  // Intermediates between the passes, in tile order: B1 keeps gh2, n2 and g*s, so that B2
-  // needs neither x nor g nor the gate again (the sigmoid and W2 a are most of a pass's work);
-  // B2 keeps gh1 for B3 (and g*s when B1 did not run).
+  // Intermediates between the passes, in tile order: B1 keeps gh2 and g*s, so that B2 needs
+  // neither x nor g nor the sigmoid again; B2 makes n2 = BN2's normalised z2 again from a (one
+  // W2 a, cheaper than storing and reading it: benchmarks/atac-overheads-issue14.md) and keeps
+  // gh1 for B3 (and g*s when B1 did not run). The pixel rows (rows_training.h) keep n2: there W2 a
+  // costs more than its traffic.
   auto tiled = [&](bool need, int64_t ch) -> at::Tensor {
     return need ? scratch().take(N * tiles.per_sample * ch * TILE, x.options())
                 : at::empty({0}, x.options());
   };
-  at::Tensor gh2 = tiled(batch2, C), n2 = tiled(batch2, C), gs = tiled(batch1 || batch2, C);
+  at::Tensor gh2 = tiled(batch2, C), gs = tiled(batch1 || batch2, C);
   at::Tensor gh1 = tiled(batch1, C1);
   T* gh2p = batch2 ? gh2.data_ptr<T>() : nullptr;
-  T* n2p = batch2 ? n2.data_ptr<T>() : nullptr;
   T* gsp = (batch1 || batch2) ? gs.data_ptr<T>() : nullptr;
   T* ghp = batch1 ? gh1.data_ptr<T>() : nullptr;
   if (batch2) {
@@ -833,7 +834,6 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
         gate.sig(z2b.data(), sb.data());
         load(gp, L, n, q0, cnt, C, gb.data());
         T* ht = gh2p + i * C * TILE;
-        T* nt = n2p + i * C * TILE;
         T* gst = gsp + i * C * TILE;
         gate_grad(gb.data(), xb.data(), sb.data(), ht);
         const V mask = lanes(cnt);
@@ -841,7 +841,6 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
           const V h = ld(ht + c * TILE) * mask;
           const V nrm = (ld(z2b.data() + c * TILE) - m2[c]) * r2[c];
           st(ht + c * TILE, h);  // the padding lanes get zero gradient
-          st(nt + c * TILE, nrm);
           st(gst + c * TILE, ld(gb.data() + c * TILE) * ld(sb.data() + c * TILE));
           st(lane.data() + c * TILE, ld(lane.data() + c * TILE) + h);
           st(lane.data() + (C + c) * TILE, ld(lane.data() + (C + c) * TILE) + h * nrm);
@@ -900,10 +899,12 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       const T* h2t = hb.data();   // gh2
       const T* n2t = z2b.data();  // n2
       const T* gst = dxb.data();  // g * s
-      if (batch2) {  // from B1
+      if (batch2) {  // gh2 and g*s from B1, n2 again (the same products as B1's)
         h2t = gh2p + i * C * TILE;
-        n2t = n2p + i * C * TILE;
         gst = gsp + i * C * TILE;
+        matvec(W2.data(), C, C1, ab.data(), z2b.data());
+        for (int64_t c = 0; c < C; ++c)
+          st(z2b.data() + c * TILE, (ld(z2b.data() + c * TILE) - m2[c]) * r2[c]);
       } else {
         matvec(W2.data(), C, C1, ab.data(), z2b.data());
         gate.sig(z2b.data(), sb.data());
@@ -1018,7 +1019,7 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       for (int64_t j = 0; j < C1 * C; ++j) dw1[j] += dw1_parts[k][j];
   }
 
-  for (const auto& t : {gh2, n2, gs, gh1, z1_tiles}) scratch().give(t);
+  for (const auto& t : {gh2, gs, gh1, z1_tiles}) scratch().give(t);
   const auto dt = x.scalar_type();
   // sum1 = [sum gh1 | sum gh1 n1]: BN1's bias and weight gradients; sum2 the same for BN2
   return Bwd{dx, as_tensor(dw1, w1.sizes(), dt), as_tensor(sum1, {C1}, dt, C1),

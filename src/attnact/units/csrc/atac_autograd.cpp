@@ -71,6 +71,28 @@ auto to_tuple(const variable_list& v) {
   return to_tuple(v, std::make_index_sequence<N>{});
 }
 
+// ATAC's own flags (BN1's and BN2's batch-statistics switches and eps, the inner ReLU), kept in
+// the context for backward.
+struct Flags {
+  bool batch1, batch2;
+  double eps1, eps2;
+  bool relu;
+};
+
+void save_flags(AutogradContext* ctx, const Flags& f) {
+  ctx->saved_data["batch1"] = f.batch1;
+  ctx->saved_data["batch2"] = f.batch2;
+  ctx->saved_data["eps1"] = f.eps1;
+  ctx->saved_data["eps2"] = f.eps2;
+  ctx->saved_data["relu"] = f.relu;
+}
+
+Flags saved_flags(AutogradContext* ctx) {
+  const auto& d = ctx->saved_data;
+  return {d.at("batch1").toBool(), d.at("batch2").toBool(), d.at("eps1").toDouble(),
+          d.at("eps2").toDouble(), d.at("relu").toBool()};
+}
+
 class AtacFn : public torch::autograd::Function<AtacFn> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1,
@@ -88,11 +110,7 @@ class AtacFn : public torch::autograd::Function<AtacFn> {
                                          batch2, eps1, eps2, relu, keep_z1));
     // x, z1, the weights and the batch statistics (out: y, z1, mean1, var1, mean2, var2)
     ctx->save_for_backward({x, out[1], w1, g1, b1, w2, g2, b2, out[2], out[3], out[4], out[5]});
-    ctx->saved_data["batch1"] = batch1;
-    ctx->saved_data["batch2"] = batch2;
-    ctx->saved_data["eps1"] = eps1;
-    ctx->saved_data["eps2"] = eps2;
-    ctx->saved_data["relu"] = relu;
+    save_flags(ctx, {batch1, batch2, eps1, eps2, relu});
     outputs_for_backward_only(ctx, out);
     return out;
   }
@@ -106,11 +124,10 @@ class AtacFn : public torch::autograd::Function<AtacFn> {
         "attnact::atac_backward");
     if (!grads[0].defined()) return variable_list(17);  // no gradient reached y
     const variable_list s = ctx->get_saved_variables();
-    const auto& d = ctx->saved_data;
-    variable_list g = to_list(call_backward(
-        bwd, grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10],
-        s[11], d.at("batch1").toBool(), d.at("batch2").toBool(), d.at("eps1").toDouble(),
-        d.at("eps2").toDouble(), d.at("relu").toBool()));
+    const Flags f = saved_flags(ctx);
+    variable_list g = to_list(call_backward(bwd, grads[0], s[0], s[1], s[2], s[3], s[4], s[5],
+                                            s[6], s[7], s[8], s[9], s[10], s[11], f.batch1,
+                                            f.batch2, f.eps1, f.eps2, f.relu));
     g.resize(17);  // no gradients for the running statistics and the flags
     return g;
   }
@@ -150,12 +167,8 @@ class BnAtacFn : public torch::autograd::Function<BnAtacFn> {
     ctx->save_for_backward({c, out[1], g0, b0, out[2], out[3], w1, g1, b1, w2, g2, b2, out[4],
                             out[5], out[6], out[7]});
     ctx->saved_data["batch0"] = batch0;
-    ctx->saved_data["batch1"] = batch1;
-    ctx->saved_data["batch2"] = batch2;
     ctx->saved_data["eps0"] = eps0;
-    ctx->saved_data["eps1"] = eps1;
-    ctx->saved_data["eps2"] = eps2;
-    ctx->saved_data["relu"] = relu;
+    save_flags(ctx, {batch1, batch2, eps1, eps2, relu});
     outputs_for_backward_only(ctx, out);
     return out;
   }
@@ -170,12 +183,11 @@ class BnAtacFn : public torch::autograd::Function<BnAtacFn> {
                               double, double, bool)>("attnact::bn_atac_backward");
     if (!grads[0].defined()) return variable_list(23);  // no gradient reached y
     const variable_list s = ctx->get_saved_variables();
-    const auto& d = ctx->saved_data;
+    const Flags f = saved_flags(ctx);
     const variable_list g = to_list(call_backward(
         bwd, grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11],
-        s[12], s[13], s[14], s[15], d.at("batch0").toBool(), d.at("batch1").toBool(),
-        d.at("batch2").toBool(), d.at("eps0").toDouble(), d.at("eps1").toDouble(),
-        d.at("eps2").toDouble(), d.at("relu").toBool()));
+        s[12], s[13], s[14], s[15], ctx->saved_data.at("batch0").toBool(), f.batch1, f.batch2,
+        ctx->saved_data.at("eps0").toDouble(), f.eps1, f.eps2, f.relu));
     // (dc, dg0, db0, dw1, dg1, db1, dw2, dg2, db2) at c, g0, b0 and w1 ... b2 of the 23 inputs
     variable_list out(23);
     out[0] = g[0];
