@@ -200,11 +200,11 @@ def ready(x: torch.Tensor) -> bool:
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # type: ignore[attr-defined, no-untyped-call]
         return False  # TorchScript and the ONNX exporter get the other paths
     if torch.compiler.is_compiling():
-        return _built_for_tracing()
+        return bool(_built_for_tracing())
     return _state["loaded"] or why_not() is None
 
 
-@torch.compiler.assume_constant_result
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # torch's is untyped
 def _built_for_tracing() -> bool:
     """Whether the operators are built, building them if need be: TorchDynamo runs this
     function itself while it traces (outside the graph, once) and keeps the answer as a
