@@ -1,5 +1,7 @@
-"""attnact.perf.malloc: glibc told to keep freed memory, checked by the page faults that a
-freed and reallocated 16 MiB tensor costs (in a subprocess: the policy is process-wide)."""
+"""attnact.perf.malloc: what keep_freed_memory asks of the C library, against a recording fake
+of it, and that the real call succeeds on glibc (in a subprocess: the policy is process-wide).
+Its effect on page faults is measured in benchmarks/atac-overheads-issue14.md; a fault count in
+a test depends on the process's heap layout and is not stable enough to assert."""
 
 from __future__ import annotations
 
@@ -8,40 +10,49 @@ import sys
 
 import pytest
 
-REALLOCATE = """
-import resource, sys
-import torch
-from attnact.perf.malloc import keep_freed_memory
-
-policy = keep_freed_memory() if sys.argv[1] == "keep" else "defaults"
-
-def touch():
-    t = torch.empty(4 * 2**20)  # 16 MiB
-    t.fill_(1.0)  # writes every page
-
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-touch()
-before = faults()
-touch()
-print(policy)
-print(faults() - before)
-"""
+from attnact.perf import malloc
 
 
-def faults_of_second_allocation(mode: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", REALLOCATE, mode], capture_output=True,
-                         text=True, timeout=300, check=True).stdout.splitlines()
-    return out[-2], int(out[-1])
+class FakeLibc:
+    def __init__(self, glibc: bool = True, accepts: bool = True):
+        self.calls: list[tuple[int, int]] = []
+        self.accepts = accepts
+        if glibc:
+            self.gnu_get_libc_version = lambda: b"2.99"
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1 if self.accepts else 0
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_freed_memory_is_kept_for_the_next_tensor():
-    pages = 4 * 2**20 * 4 // 4096
-    policy, kept = faults_of_second_allocation("keep")
-    assert policy.startswith("glibc ") and "M_TRIM_THRESHOLD" in policy
-    assert kept < pages // 20, kept
-    # with glibc's defaults the block went back to the system and is faulted in again
-    _, default = faults_of_second_allocation("default")
-    assert default > pages // 2, default
+def keep_with(monkeypatch, lib: FakeLibc) -> str | None:
+    monkeypatch.setattr(malloc.ctypes.util, "find_library", lambda name: "libc.so.6")
+    monkeypatch.setattr(malloc.ctypes, "CDLL", lambda name: lib)
+    return malloc.keep_freed_memory()
+
+
+def test_never_trim_and_heap_blocks_up_to_32_mib(monkeypatch):
+    lib = FakeLibc()
+    policy = keep_with(monkeypatch, lib)
+    # glibc's malloc.h: M_TRIM_THRESHOLD -1, M_MMAP_THRESHOLD -3; 32 MiB is the largest mmap
+    # threshold glibc takes, 2^31 - 1 the largest int
+    assert lib.calls == [(-1, 2**31 - 1), (-3, 32 * 2**20)]
+    assert policy == ("glibc 2.99 malloc keeping freed memory (mallopt M_TRIM_THRESHOLD = "
+                      "2147483647, M_MMAP_THRESHOLD = 33554432)")
+
+
+def test_other_c_libraries_are_left_alone(monkeypatch):
+    lib = FakeLibc(glibc=False)
+    assert keep_with(monkeypatch, lib) is None
+    assert lib.calls == []
+    assert keep_with(monkeypatch, FakeLibc(accepts=False)) is None  # a refused value: not kept
+    monkeypatch.setattr(malloc.ctypes.util, "find_library", lambda name: None)
+    assert malloc.keep_freed_memory() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+def test_glibc_takes_the_policy():
+    code = "from attnact.perf.malloc import keep_freed_memory; print(keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.startswith("glibc ") and "M_MMAP_THRESHOLD = 33554432" in out, out

@@ -204,13 +204,19 @@ def ready(x: torch.Tensor) -> bool:
     return _state["loaded"] or why_not() is None
 
 
-@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # torch's is untyped
 def _built_for_tracing() -> bool:
     """Whether the operators are built, building them if need be: TorchDynamo runs this
     function itself while it traces (outside the graph, once) and keeps the answer as a
     constant, so a model whose first call is under ``torch.compile`` gets the native operators
     too instead of tracing the reference."""
     return why_not() is None
+
+
+# What torch.compiler.assume_constant_result(_built_for_tracing) does, without importing
+# TorchDynamo with attnact (that decorator imports it, seconds and its optional dependencies,
+# only to set this flag); test_first_call_under_compile_builds_the_operators checks that
+# TorchDynamo still reads it.
+_built_for_tracing._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 # --- registration ----------------------------------------------------------------------------
