@@ -899,14 +899,13 @@ Bwd backward_impl(const at::Tensor& g, const at::Tensor& x,
       const T* h2t = hb.data();   // gh2
       const T* n2t = z2b.data();  // n2
       const T* gst = dxb.data();  // g * s
-      if (batch2) {  // gh2 and g*s from B1, n2 again (the same products as B1's)
+      matvec(W2.data(), C, C1, ab.data(), z2b.data());  // z2 again: n2 (B1 keeps no n2)
+      if (batch2) {  // gh2 and g*s from B1
         h2t = gh2p + i * C * TILE;
         gst = gsp + i * C * TILE;
-        matvec(W2.data(), C, C1, ab.data(), z2b.data());
         for (int64_t c = 0; c < C; ++c)
           st(z2b.data() + c * TILE, (ld(z2b.data() + c * TILE) - m2[c]) * r2[c]);
       } else {
-        matvec(W2.data(), C, C1, ab.data(), z2b.data());
         gate.sig(z2b.data(), sb.data());
         load(gp, L, n, q0, cnt, C, gb.data());
         gate_grad(gb.data(), xb.data(), sb.data(), hb.data());
